@@ -1,0 +1,295 @@
+package cluster
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/loadmesh/loadmesh/scheduler"
+	"github.com/loadmesh/loadmesh/store"
+)
+
+// LeaderHook is leader-only work that runs while this node leads (the
+// autoscaler will be one). Establish runs after the Barrier; Revoke runs
+// when leadership is lost, in reverse order of registration.
+type LeaderHook interface {
+	Establish() error
+	Revoke()
+}
+
+// monitorLeadership reads raft's NotifyCh (buffered, so raft never blocks
+// on us and no transition is lost, unlike LeaderCh) and runs one leader loop
+// while this node leads.
+func (c *Cluster) monitorLeadership() {
+	var (
+		loopStop chan struct{}
+		loopWG   sync.WaitGroup
+	)
+	stopLoop := func() {
+		if loopStop != nil {
+			close(loopStop)
+			loopWG.Wait()
+			loopStop = nil
+		}
+	}
+	defer stopLoop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case isLeader := <-c.notifyCh:
+			c.metrics.isLeader.Set(b2f(isLeader))
+			switch {
+			case isLeader && loopStop == nil:
+				loopStop = make(chan struct{})
+				loopWG.Add(1)
+				go func(stop chan struct{}) {
+					defer loopWG.Done()
+					c.leaderLoop(stop)
+				}(loopStop)
+				c.log.Info("gained leadership")
+			case !isLeader && loopStop != nil:
+				stopLoop()
+				c.log.Info("lost leadership")
+			}
+		}
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// leaderLoop establishes leadership (Barrier first, so the FSM has every
+// committed entry) and then reconciles membership with the Raft
+// configuration and the plan on a timer and on member events.
+func (c *Cluster) leaderLoop(stop chan struct{}) {
+	for {
+		err := c.raft.Barrier(c.cfg.ReconcileInterval * 5).Error()
+		if err == nil {
+			break
+		}
+		c.log.Warn("leader barrier failed; retrying", "error", err)
+		select {
+		case <-stop:
+			return
+		case <-time.After(c.cfg.ReconcileInterval):
+		}
+	}
+	missingSince := map[string]time.Time{}
+	t := time.NewTicker(c.cfg.ReconcileInterval)
+	defer t.Stop()
+	for {
+		c.reconcile(missingSince, time.Now())
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		case <-c.reconcileCh:
+		}
+	}
+}
+
+// reconcile brings the Raft configuration in line with gossip membership:
+// alive members are added (voters up to MaxVoters), left members removed at
+// once, dead or unknown ones after DeadServerGrace, and non-voters promoted
+// into free voter seats. It also keeps the plan's node list in step.
+func (c *Cluster) reconcile(missingSince map[string]time.Time, now time.Time) {
+	f := c.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		c.log.Warn("read raft configuration", "error", err)
+		return
+	}
+	servers := f.Configuration().Servers
+	inRaft := map[string]raft.Server{}
+	voters := 0
+	for _, s := range servers {
+		inRaft[string(s.ID)] = s
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
+	}
+	c.mu.Lock()
+	members := make(map[string]memberEntry, len(c.members))
+	for name, e := range c.members {
+		members[name] = *e
+	}
+	c.mu.Unlock()
+
+	// Removals first, so their seats can be given to newcomers.
+	for _, s := range servers {
+		name := string(s.ID)
+		if name == c.cfg.NodeName {
+			continue
+		}
+		m, known := members[name]
+		remove, why := false, ""
+		switch {
+		case known && m.status == StatusLeft:
+			remove, why = true, "left the cluster"
+		case known && (m.status == StatusAlive || m.status == StatusSuspect):
+			delete(missingSince, name)
+		default:
+			since := m.since
+			if !known {
+				if _, ok := missingSince[name]; !ok {
+					missingSince[name] = now
+				}
+				since = missingSince[name]
+			}
+			if now.Sub(since) >= c.cfg.DeadServerGrace {
+				remove, why = true, fmt.Sprintf("dead for %s", now.Sub(since).Round(time.Second))
+			}
+		}
+		if !remove {
+			continue
+		}
+		if err := c.raft.RemoveServer(s.ID, 0, 0).Error(); err != nil {
+			c.log.Warn("remove raft server", "peer", name, "error", err)
+			continue
+		}
+		c.log.Info("removed server from raft", "peer", name, "reason", why)
+		c.metrics.raftChanges.WithLabelValues("remove").Inc()
+		delete(inRaft, name)
+		delete(missingSince, name)
+		if s.Suffrage == raft.Voter {
+			voters--
+		}
+	}
+
+	// Additions and address changes, in name order for determinism.
+	names := make([]string, 0, len(members))
+	for name := range members {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		m := members[name]
+		if m.status != StatusAlive || m.meta.Raft == "" || m.meta.Leaving {
+			continue
+		}
+		s, ok := inRaft[name]
+		if ok && string(s.Address) == m.meta.Raft {
+			continue
+		}
+		id, addr := raft.ServerID(name), raft.ServerAddress(m.meta.Raft)
+		var err error
+		kind := "add_voter"
+		switch {
+		case ok && s.Suffrage == raft.Voter, !ok && voters < c.cfg.MaxVoters:
+			err = c.raft.AddVoter(id, addr, 0, 0).Error()
+			if err == nil && !ok {
+				voters++
+			}
+		default:
+			kind = "add_nonvoter"
+			err = c.raft.AddNonvoter(id, addr, 0, 0).Error()
+		}
+		if err != nil {
+			c.log.Warn("add raft server", "peer", name, "error", err)
+			continue
+		}
+		c.log.Info("added server to raft", "peer", name, "addr", m.meta.Raft, "as", kind)
+		c.metrics.raftChanges.WithLabelValues(kind).Inc()
+		inRaft[name] = raft.Server{ID: id, Address: addr, Suffrage: map[bool]raft.ServerSuffrage{true: raft.Voter, false: raft.Nonvoter}[kind == "add_voter"]}
+	}
+
+	// Promote healthy non-voters into free voter seats.
+	for _, name := range names {
+		if voters >= c.cfg.MaxVoters {
+			break
+		}
+		s, ok := inRaft[name]
+		if !ok || s.Suffrage != raft.Nonvoter || members[name].status != StatusAlive {
+			continue
+		}
+		if err := c.raft.AddVoter(s.ID, s.Address, 0, 0).Error(); err != nil {
+			c.log.Warn("promote raft server", "peer", name, "error", err)
+			continue
+		}
+		voters++
+		c.log.Info("promoted non-voter to voter", "peer", name)
+		c.metrics.raftChanges.WithLabelValues("promote").Inc()
+	}
+
+	c.reconcilePlan(members, inRaft, now)
+}
+
+// reconcilePlan keeps the plan's node list in step with the Raft
+// configuration: servers get a plan entry (active by default), zone changes
+// are recorded, and nodes no longer in Raft leave the plan.
+func (c *Cluster) reconcilePlan(members map[string]memberEntry, inRaft map[string]raft.Server, now time.Time) {
+	plan := c.deps.Store.Plan()
+	for name := range inRaft {
+		m, known := members[name]
+		if name == c.cfg.NodeName {
+			m, known = memberEntry{meta: Meta{Zone: c.cfg.Zone}}, true
+		}
+		if !known {
+			continue
+		}
+		pn, inPlan := plan.Nodes[name]
+		if inPlan && pn.Zone == m.meta.Zone {
+			continue
+		}
+		cmd := store.Command{Op: store.OpNodeUpsert, Node: name, Zone: m.meta.Zone, State: scheduler.StateActive,
+			Time: now.UTC(), Who: "membership", Why: "joined the cluster"}
+		if inPlan {
+			cmd.State, cmd.Why = pn.State, "zone changed"
+		}
+		c.applyPlan(cmd)
+	}
+	for name := range plan.Nodes {
+		if _, ok := inRaft[name]; ok {
+			continue
+		}
+		why := "removed from raft"
+		if m, ok := members[name]; ok {
+			why = "member " + string(m.status)
+		}
+		c.applyPlan(store.Command{Op: store.OpNodeRemove, Node: name, Time: now.UTC(), Who: "membership", Why: why})
+	}
+}
+
+func (c *Cluster) applyPlan(cmd store.Command) {
+	b, err := store.EncodeCommand(cmd)
+	if err == nil {
+		_, err = c.Apply(b, 5*time.Second)
+	}
+	if err != nil {
+		c.log.Warn("update plan", "op", cmd.Op, "node", cmd.Node, "error", err)
+		return
+	}
+	c.log.Info("plan updated", "op", cmd.Op, "node", cmd.Node, "why", cmd.Why)
+}
+
+func sortServers(s []raft.Server) {
+	slices.SortFunc(s, func(a, b raft.Server) int { return cmp.Compare(a.ID, b.ID) })
+}
+
+// Apply replicates cmd (already encoded) through Raft and returns the
+// FSM's response. It fails with ErrNotLeader on followers.
+func (c *Cluster) Apply(cmd []byte, timeout time.Duration) (any, error) {
+	if c.raft.State() != raft.Leader {
+		return nil, ErrNotLeader
+	}
+	f := c.raft.Apply(cmd, timeout)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return nil, fmt.Errorf("%w: %v", ErrNotLeader, err)
+		}
+		return nil, fmt.Errorf("raft apply: %w", err)
+	}
+	if err, ok := f.Response().(error); ok {
+		return nil, err
+	}
+	return f.Response(), nil
+}

@@ -1,0 +1,63 @@
+package cluster
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// metaVersion1 is the first byte of the gossip metadata this version writes.
+const metaVersion1 byte = 1
+
+// maxMetaSize is memberlist's limit on node metadata.
+const maxMetaSize = 512
+
+// Meta is what every node gossips about itself through memberlist node
+// metadata (memberlist relays it to every member itself, and a change is
+// pushed with UpdateNode). It must stay under 512 bytes encoded.
+type Meta struct {
+	Zone string `json:"z,omitempty"`
+	// Service addresses in advertised form (IP:PORT).
+	HTTP string `json:"h,omitempty"`
+	Peer string `json:"p,omitempty"`
+	Raft string `json:"r,omitempty"`
+	API  string `json:"a,omitempty"`
+	// BootstrapExpect is the node's --bootstrap-expect, so nodes only
+	// bootstrap with peers that expect the same cluster size.
+	BootstrapExpect int `json:"be,omitempty"`
+	// Leaving is set just before a graceful leave, so peers can tell a
+	// departure from a failure.
+	Leaving bool `json:"l,omitempty"`
+}
+
+// EncodeMeta serialises m for memberlist.
+func EncodeMeta(m Meta) ([]byte, error) {
+	body, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode meta: %w", err)
+	}
+	b := append([]byte{metaVersion1}, body...)
+	if len(b) > maxMetaSize {
+		return nil, fmt.Errorf("encode meta: %d bytes exceeds memberlist's limit of %d", len(b), maxMetaSize)
+	}
+	return b, nil
+}
+
+// DecodeMeta parses gossip metadata from a peer. It never panics on
+// hostile input.
+func DecodeMeta(b []byte) (Meta, error) {
+	var m Meta
+	if len(b) == 0 {
+		return m, errors.New("decode meta: empty")
+	}
+	if len(b) > maxMetaSize {
+		return m, fmt.Errorf("decode meta: %d bytes exceeds %d", len(b), maxMetaSize)
+	}
+	if b[0] != metaVersion1 {
+		return m, fmt.Errorf("decode meta: unknown format version %d", b[0])
+	}
+	if err := json.Unmarshal(b[1:], &m); err != nil {
+		return m, fmt.Errorf("decode meta: %w", err)
+	}
+	return m, nil
+}

@@ -1,0 +1,296 @@
+// Package agent assembles one loadmesh node from its parts: the data dir
+// and replicated plan (store), gossip and Raft (cluster), the ingress and
+// peer transport (transport), and the status API. `loadmesh agent` runs one;
+// tests start several in one process.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/loadmesh/loadmesh/cluster"
+	"github.com/loadmesh/loadmesh/cmd/loadmesh/demo"
+	"github.com/loadmesh/loadmesh/store"
+	"github.com/loadmesh/loadmesh/transport"
+)
+
+// Deps are runtime collaborators; all optional.
+type Deps struct {
+	Logger *slog.Logger
+	// Registry receives every metric; a fresh one is made when nil.
+	Registry *prometheus.Registry
+	// TuneCluster may adjust the cluster config (tests shorten timers).
+	TuneCluster func(*cluster.Config)
+	// Version is reported by loadmesh_build_info.
+	Version string
+}
+
+// Agent is one running loadmesh node.
+type Agent struct {
+	cfg  Config
+	deps Deps
+	log  *slog.Logger
+	reg  *prometheus.Registry
+
+	dataDir  *store.DataDir
+	tmpDir   string
+	fsm      *store.FSM
+	cluster  *cluster.Cluster
+	demo     *demo.Server
+	backend  *transport.Backend
+	ingress  *transport.Ingress
+	httpLn   net.Listener
+	apiLn    net.Listener
+	peerConn net.PacketConn
+	httpSrv  *http.Server
+	apiSrv   *http.Server
+
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+}
+
+// New validates cfg and returns an unstarted agent.
+func New(cfg Config, deps Deps) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Registry == nil {
+		deps.Registry = prometheus.NewRegistry()
+	}
+	return &Agent{cfg: cfg, deps: deps, log: deps.Logger.With("node", cfg.Name), reg: deps.Registry}, nil
+}
+
+// Start opens the data dir, binds every port, starts gossip and Raft, and
+// serves the ingress and the API. On error everything started is undone.
+func (a *Agent) Start(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			a.close(false)
+		}
+	}()
+	a.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo(a.deps.Version),
+	)
+	dir := a.cfg.DataDir
+	if a.cfg.Dev && dir == "" {
+		if a.tmpDir, err = os.MkdirTemp("", "loadmesh-dev-"); err != nil {
+			return fmt.Errorf("dev data dir: %w", err)
+		}
+		dir = a.tmpDir
+	}
+	if a.dataDir, err = store.OpenDataDir(dir, a.cfg.Name, io.Discard); err != nil {
+		return err
+	}
+	a.fsm = store.NewFSM(a.log, a.reg)
+
+	// Bind every port first, so a conflict is reported before anything
+	// else starts, and tests can use port 0.
+	if a.apiLn, err = net.Listen("tcp", a.cfg.API); err != nil {
+		return fmt.Errorf("api listen %s: %w", a.cfg.API, err)
+	}
+	if a.httpLn, err = net.Listen("tcp", a.cfg.HTTP); err != nil {
+		return fmt.Errorf("http listen %s: %w", a.cfg.HTTP, err)
+	}
+	if a.peerConn, err = net.ListenPacket("udp", a.cfg.Peer); err != nil {
+		return fmt.Errorf("peer listen %s: %w", a.cfg.Peer, err)
+	}
+
+	backendURL := a.cfg.Backend
+	if a.cfg.Dev && backendURL == "" {
+		if a.demo, err = demo.Start("127.0.0.1:0", a.cfg.Name+"-demo", 0); err != nil {
+			return err
+		}
+		backendURL = a.demo.URL()
+	}
+	if backendURL != "" {
+		a.backend, err = transport.NewBackend(transport.BackendConfig{
+			NodeName: a.cfg.Name, URL: backendURL, Capacity: a.cfg.Capacity,
+		}, a.log, a.reg)
+		if err != nil {
+			return err
+		}
+	}
+	a.ingress = transport.NewIngress(a.cfg.Name, a.backend, a.reg)
+
+	ccfg := cluster.DefaultConfig()
+	ccfg.NodeName = a.cfg.Name
+	ccfg.Zone = a.cfg.Zone
+	ccfg.GossipAddr = a.cfg.Gossip
+	ccfg.RaftAddr = a.cfg.Raft
+	ccfg.AdvertiseIP = a.cfg.Advertise
+	ccfg.Join = a.cfg.Join
+	ccfg.BootstrapExpect = a.cfg.BootstrapExpect
+	ccfg.MaxVoters = a.cfg.MaxVoters
+	ccfg.DeadServerGrace = a.cfg.DeadServerGrace
+	if a.cfg.Encrypt != "" {
+		ccfg.GossipKey, _ = DecodeGossipKey(a.cfg.Encrypt)
+	}
+	if a.deps.TuneCluster != nil {
+		a.deps.TuneCluster(&ccfg)
+	}
+	ip, err := cluster.ResolveAdvertiseIP(ccfg)
+	if err != nil {
+		return err
+	}
+	ccfg.HTTPAddr = cluster.AdvertiseAddr(a.httpLn.Addr(), ip)
+	ccfg.PeerAddr = cluster.AdvertiseAddr(a.peerConn.LocalAddr(), ip)
+	ccfg.APIAddr = cluster.AdvertiseAddr(a.apiLn.Addr(), ip)
+	a.cluster, err = cluster.New(ccfg, cluster.Deps{
+		Logger:      a.log,
+		Registerer:  a.reg,
+		Store:       a.fsm,
+		LogStore:    a.dataDir.Bolt,
+		StableStore: a.dataDir.Bolt,
+		Snapshots:   a.dataDir.Snapshots,
+	})
+	if err != nil {
+		return err
+	}
+	if err := a.cluster.Start(ctx); err != nil {
+		a.cluster = nil
+		return err
+	}
+
+	a.httpSrv = &http.Server{
+		Handler:           a.ingress,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+	}
+	a.apiSrv = &http.Server{
+		Handler:           a.apiHandler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+	}
+	a.serve(a.httpSrv, a.httpLn)
+	a.serve(a.apiSrv, a.apiLn)
+	a.log.Info("agent started", "http", a.HTTPAddr(), "api", a.APIAddr(), "gossip", a.cluster.GossipAddr(),
+		"raft", a.cluster.RaftAddr(), "backend", backendURL, "data_dir", dir)
+	return nil
+}
+
+func (a *Agent) serve(srv *http.Server, ln net.Listener) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("server stopped", "addr", ln.Addr().String(), "error", err)
+		}
+	}()
+}
+
+// Shutdown stops the node gracefully: the ingress stops taking requests
+// and finishes those in flight, the node leaves the cluster (handing over
+// leadership first), then Raft and the stores close. It waits for every
+// goroutine until ctx ends. Idempotent.
+func (a *Agent) Shutdown(ctx context.Context) error { return a.stop(ctx, true) }
+
+// Kill stops the node abruptly without telling the cluster, as a crash
+// would. For tests.
+func (a *Agent) Kill() error { return a.stop(context.Background(), false) }
+
+func (a *Agent) stop(ctx context.Context, graceful bool) error {
+	var err error
+	a.stopOnce.Do(func() {
+		var errs []error
+		if graceful && a.httpSrv != nil {
+			if e := a.httpSrv.Shutdown(ctx); e != nil {
+				errs = append(errs, fmt.Errorf("drain ingress: %w", e))
+			}
+		}
+		if graceful && a.cluster != nil {
+			if e := a.cluster.Leave(ctx); e != nil {
+				errs = append(errs, e)
+			}
+		}
+		errs = append(errs, a.close(graceful))
+		err = errors.Join(errs...)
+		a.log.Info("agent stopped", "graceful", graceful)
+	})
+	return err
+}
+
+// close releases everything that was started, in reverse start order.
+func (a *Agent) close(graceful bool) error {
+	var errs []error
+	for _, srv := range []*http.Server{a.httpSrv, a.apiSrv} {
+		if srv != nil {
+			srv.Close()
+		}
+	}
+	for _, c := range []io.Closer{a.httpLn, a.apiLn, a.peerConn} {
+		if c != nil {
+			c.Close()
+		}
+	}
+	if a.cluster != nil {
+		errs = append(errs, a.cluster.Shutdown(context.Background()))
+	}
+	if a.dataDir != nil {
+		errs = append(errs, a.dataDir.Close())
+	}
+	if a.demo != nil {
+		errs = append(errs, a.demo.Shutdown(context.Background()))
+	}
+	a.wg.Wait()
+	if a.tmpDir != "" {
+		os.RemoveAll(a.tmpDir)
+	}
+	return errors.Join(errs...)
+}
+
+// Name is the node's name.
+func (a *Agent) Name() string { return a.cfg.Name }
+
+// HTTPAddr is the bound ingress address.
+func (a *Agent) HTTPAddr() string { return a.httpLn.Addr().String() }
+
+// APIAddr is the bound API address.
+func (a *Agent) APIAddr() string { return a.apiLn.Addr().String() }
+
+// GossipAddr is the advertised gossip address (what --join takes).
+func (a *Agent) GossipAddr() string { return a.cluster.GossipAddr() }
+
+// Cluster exposes the node's cluster membership (for tests and the API).
+func (a *Agent) Cluster() *cluster.Cluster { return a.cluster }
+
+// Plan exposes the node's replica of the plan.
+func (a *Agent) Plan() *store.FSM { return a.fsm }
+
+// DemoURL is the built-in demo backend's URL in --dev mode, else "".
+func (a *Agent) DemoURL() string {
+	if a.demo == nil {
+		return ""
+	}
+	return a.demo.URL()
+}
+
+func buildInfo(version string) prometheus.Collector {
+	if version == "" {
+		version = "dev"
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "loadmesh_build_info",
+		Help:        "Build information; the value is always 1.",
+		ConstLabels: prometheus.Labels{"version": version},
+	})
+	g.Set(1)
+	return g
+}

@@ -1,0 +1,105 @@
+package agent
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/loadmesh/loadmesh/cluster"
+)
+
+// Status is the body of GET /v1/status.
+type Status struct {
+	Node    NodeStatus         `json:"node"`
+	Leader  string             `json:"leader"`
+	Raft    cluster.RaftStatus `json:"raft"`
+	Plan    PlanStatus         `json:"plan"`
+	Members []cluster.Member   `json:"members"`
+}
+
+// NodeStatus describes the answering node.
+type NodeStatus struct {
+	Name string `json:"name"`
+	Zone string `json:"zone"`
+	// State is the node's state in the capacity plan, or "joining" while the
+	// plan does not list it yet.
+	State   string `json:"state"`
+	Backend string `json:"backend,omitempty"`
+}
+
+// PlanStatus summarises the replicated plan.
+type PlanStatus struct {
+	Version uint64 `json:"version"`
+}
+
+// Status gathers this node's view of the cluster.
+func (a *Agent) Status() Status {
+	plan := a.fsm.Plan()
+	state := "joining"
+	if st, ok := plan.StateOf(a.cfg.Name); ok {
+		state = string(st)
+	}
+	backend := a.cfg.Backend
+	if a.demo != nil {
+		backend = a.demo.URL()
+	}
+	return Status{
+		Node:    NodeStatus{Name: a.cfg.Name, Zone: a.cfg.Zone, State: state, Backend: backend},
+		Leader:  a.cluster.Leader(),
+		Raft:    a.cluster.RaftStatus(),
+		Plan:    PlanStatus{Version: plan.Version},
+		Members: a.cluster.Members(),
+	}
+}
+
+func (a *Agent) apiHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, a.Status())
+	})
+	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, a.cluster.Members())
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeText(w, http.StatusOK, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case !a.cluster.Joined():
+			writeText(w, http.StatusServiceUnavailable, "not ready: not joined to a cluster yet")
+		case a.cluster.Leader() == "":
+			writeText(w, http.StatusServiceUnavailable, "not ready: no raft leader known")
+		default:
+			writeText(w, http.StatusOK, "ready")
+		}
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
+	})
+	return mux
+}
+
+// apiError is the body of every API error.
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, apiError{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeText(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(status)
+	w.Write([]byte(msg + "\n"))
+}

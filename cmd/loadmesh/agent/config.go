@@ -1,0 +1,139 @@
+package agent
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/loadmesh/loadmesh/cluster"
+)
+
+// Config is everything `loadmesh agent` can be told, as plain values. The
+// command line, LOADMESH_* variables and --config files all fill this.
+type Config struct {
+	Name            string        `yaml:"name"`
+	DataDir         string        `yaml:"data-dir"`
+	Zone            string        `yaml:"zone"`
+	Gossip          string        `yaml:"gossip"`
+	Advertise       string        `yaml:"advertise"`
+	Raft            string        `yaml:"raft"`
+	Peer            string        `yaml:"peer"`
+	HTTP            string        `yaml:"http"`
+	API             string        `yaml:"api"`
+	Backend         string        `yaml:"backend"`
+	Capacity        int           `yaml:"capacity"`
+	Join            []string      `yaml:"join"`
+	BootstrapExpect int           `yaml:"bootstrap-expect"`
+	MaxVoters       int           `yaml:"max-voters"`
+	DeadServerGrace time.Duration `yaml:"dead-server-grace"`
+	// Encrypt is the base64 gossip encryption key (loadmesh keygen).
+	Encrypt string `yaml:"encrypt"`
+	// Dev runs a throwaway single node: temporary data dir and a built-in
+	// demo backend.
+	Dev bool `yaml:"dev"`
+}
+
+// DefaultConfig returns the defaults documented in `loadmesh agent --help`.
+func DefaultConfig() Config {
+	return Config{
+		Zone:            "default",
+		Gossip:          "0.0.0.0:7946",
+		Raft:            ":7948",
+		Peer:            ":7947",
+		HTTP:            ":8080",
+		API:             "127.0.0.1:7950",
+		Capacity:        64,
+		MaxVoters:       5,
+		DeadServerGrace: 30 * time.Second,
+	}
+}
+
+// DevAddresses are the loopback addresses --dev uses for any address not
+// set explicitly.
+var DevAddresses = map[string]string{
+	"gossip": "127.0.0.1:7946",
+	"raft":   "127.0.0.1:7948",
+	"peer":   "127.0.0.1:7947",
+	"http":   "127.0.0.1:8080",
+	"api":    "127.0.0.1:7950",
+}
+
+// Validate reports every problem with c at once, one per line.
+func (c Config) Validate() error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if c.Name == "" {
+		add("--name is empty")
+	}
+	if c.DataDir == "" && !c.Dev {
+		add("--data-dir is required (or use --dev for a throwaway node)")
+	}
+	for flag, v := range map[string]string{"--gossip": c.Gossip, "--raft": c.Raft, "--peer": c.Peer, "--http": c.HTTP, "--api": c.API} {
+		if err := validateListenAddr(v); err != nil {
+			add("%s %q: %v", flag, v, err)
+		}
+	}
+	if c.Advertise != "" && net.ParseIP(c.Advertise) == nil {
+		add("--advertise %q is not an IP address", c.Advertise)
+	}
+	if c.Backend != "" {
+		u, err := url.Parse(c.Backend)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add("--backend %q is not an http:// or https:// URL", c.Backend)
+		}
+	}
+	if c.Capacity < 1 {
+		add("--capacity %d must be at least 1", c.Capacity)
+	}
+	for _, j := range c.Join {
+		if err := cluster.ValidateJoinAddr(j); err != nil {
+			add("--join: %v", err)
+		}
+	}
+	if c.BootstrapExpect < 0 {
+		add("--bootstrap-expect %d is negative", c.BootstrapExpect)
+	}
+	if c.MaxVoters < 1 || c.MaxVoters > 9 {
+		add("--max-voters %d is outside 1..9", c.MaxVoters)
+	}
+	if c.DeadServerGrace <= 0 {
+		add("--dead-server-grace %s must be positive", c.DeadServerGrace)
+	}
+	if c.Encrypt != "" {
+		if _, err := DecodeGossipKey(c.Encrypt); err != nil {
+			add("--encrypt: %v", err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// DecodeGossipKey parses a base64 gossip key of 16, 24 or 32 bytes.
+func DecodeGossipKey(s string) ([]byte, error) {
+	k, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, errors.New("key is not valid base64 (create one with loadmesh keygen)")
+	}
+	switch len(k) {
+	case 16, 24, 32:
+		return k, nil
+	}
+	return nil, fmt.Errorf("key is %d bytes; want 16, 24 or 32 (create one with loadmesh keygen)", len(k))
+}
+
+func validateListenAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("want IP:PORT")
+	}
+	if host != "" && net.ParseIP(host) == nil {
+		return fmt.Errorf("%q is not an IP address", host)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("port %q is not in 0..65535", port)
+	}
+	return nil
+}

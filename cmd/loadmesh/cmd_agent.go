@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/loadmesh/loadmesh/cmd/loadmesh/agent"
+)
+
+func newAgentCmd() *cobra.Command {
+	cfg := agent.DefaultConfig()
+	var configFile, logLevel, logFormat string
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run a loadmesh agent (one per server)",
+		Long: `Run a loadmesh agent. Every flag can also be set with a LOADMESH_* variable
+(--data-dir is LOADMESH_DATA_DIR) or as a key of the YAML --config file
+(data-dir: /var/lib/loadmesh). The command line wins over the environment,
+which wins over the file.`,
+		Example: `  loadmesh agent --dev
+  loadmesh agent --name a --data-dir /var/lib/loadmesh --bootstrap-expect 3 \
+      --join 10.0.0.1,10.0.0.2 --backend http://127.0.0.1:9000`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			set, err := applySources(cmd.Flags(), configFile, map[string]bool{"config": true, "help": true})
+			if err != nil {
+				return err
+			}
+			if cfg.Name == "" {
+				if cfg.Name, err = os.Hostname(); err != nil {
+					return fmt.Errorf("--name not set and hostname unknown: %w", err)
+				}
+			}
+			if cfg.Dev {
+				for flag, addr := range agent.DevAddresses {
+					if !set[flag] {
+						setDevAddr(&cfg, flag, addr)
+					}
+				}
+			}
+			log, err := newLogger(cmd.ErrOrStderr(), logLevel, logFormat)
+			if err != nil {
+				return err
+			}
+			a, err := agent.New(cfg, agent.Deps{Logger: log, Version: version})
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err = a.Start(startCtx)
+			cancel()
+			if err != nil {
+				return err
+			}
+			if cfg.Dev {
+				fmt.Fprintf(cmd.OutOrStdout(), `
+loadmesh dev agent %q is running (a throwaway node; its data is deleted on exit).
+  send requests to:  http://%s/
+  status API:        http://%s/v1/status   (or: loadmesh status --api http://%s)
+  metrics:           http://%s/metrics
+Press Ctrl-C to stop.
+`, cfg.Name, a.HTTPAddr(), a.APIAddr(), a.APIAddr(), a.APIAddr())
+			}
+			<-ctx.Done()
+			stop()
+			log.Info("signal received; leaving the cluster")
+			shutCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := a.Shutdown(shutCtx); err != nil {
+				log.Warn("shutdown was not clean", "error", err)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.SortFlags = false
+	f.StringVar(&configFile, "config", "", "YAML config file whose keys are these flag names")
+	f.StringVar(&cfg.Name, "name", "", "node name, unique in the cluster (default: hostname)")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the Raft log, stable store and snapshots")
+	f.StringVar(&cfg.Zone, "zone", cfg.Zone, "availability zone label")
+	f.StringVar(&cfg.Gossip, "gossip", cfg.Gossip, "gossip (memberlist) bind address IP:PORT")
+	f.StringVar(&cfg.Advertise, "advertise", "", "IP peers use to reach this node, when the bind address is not reachable")
+	f.StringVar(&cfg.Raft, "raft", cfg.Raft, "Raft transport bind address IP:PORT")
+	f.StringVar(&cfg.Peer, "peer", cfg.Peer, "UDP address for QUIC peer proxying IP:PORT")
+	f.StringVar(&cfg.HTTP, "http", cfg.HTTP, "client ingress address IP:PORT")
+	f.StringVar(&cfg.API, "api", cfg.API, "status API and /metrics address IP:PORT")
+	f.StringVar(&cfg.Backend, "backend", "", "URL of the local service this node fronts (empty: ingress only)")
+	f.IntVar(&cfg.Capacity, "capacity", cfg.Capacity, "concurrent requests the backend is sized for")
+	f.StringSliceVar(&cfg.Join, "join", nil, "seed gossip address host[:port] (repeatable or comma-separated)")
+	f.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 0, "form the first Raft configuration once this many agents see each other")
+	f.IntVar(&cfg.MaxVoters, "max-voters", cfg.MaxVoters, "Raft voters at most; further members join as non-voters")
+	f.DurationVar(&cfg.DeadServerGrace, "dead-server-grace", cfg.DeadServerGrace, "remove a dead member from Raft after this long")
+	f.StringVar(&cfg.Encrypt, "encrypt", "", "gossip encryption key (base64, from loadmesh keygen)")
+	f.BoolVar(&cfg.Dev, "dev", false, "throwaway single node: temporary data dir, built-in demo backend, loopback addresses")
+	f.StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
+	f.StringVar(&logFormat, "log-format", "text", "text or json")
+	return cmd
+}
+
+func setDevAddr(cfg *agent.Config, flag, addr string) {
+	switch flag {
+	case "gossip":
+		cfg.Gossip = addr
+	case "raft":
+		cfg.Raft = addr
+	case "peer":
+		cfg.Peer = addr
+	case "http":
+		cfg.HTTP = addr
+	case "api":
+		cfg.API = addr
+	}
+}

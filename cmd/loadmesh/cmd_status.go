@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/loadmesh/loadmesh/cluster"
+	"github.com/loadmesh/loadmesh/cmd/loadmesh/agent"
+)
+
+const defaultAPI = "http://127.0.0.1:7950"
+
+// apiFlag adds --api with LOADMESH_API as its default.
+func apiFlag(cmd *cobra.Command) *string {
+	def := defaultAPI
+	if v := os.Getenv("LOADMESH_API"); v != "" {
+		def = v
+	}
+	return cmd.Flags().String("api", def, "agent API address (env LOADMESH_API)")
+}
+
+func apiURL(base, path string) string {
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	return strings.TrimRight(base, "/") + path
+}
+
+// getJSON fetches an API path into v and returns the raw body.
+func getJSON(ctx context.Context, base, path string, v any) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	u := apiURL(base, path)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("bad --api %q: %v", base, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		var ue interface{ Unwrap() error }
+		if errors.As(err, &ue) {
+			err = ue.Unwrap()
+		}
+		return nil, fmt.Errorf("cannot reach agent at %s: %v", base, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read answer from %s: %v", base, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct{ Error string }
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return nil, fmt.Errorf("agent at %s: %s", base, e.Error)
+		}
+		return nil, fmt.Errorf("agent at %s answered %s", base, resp.Status)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return nil, fmt.Errorf("agent at %s sent unreadable JSON: %v", base, err)
+	}
+	return body, nil
+}
+
+func newStatusCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the node, its Raft state and the cluster's members",
+		Args:  cobra.NoArgs,
+	}
+	api := apiFlag(cmd)
+	asJSON := cmd.Flags().Bool("json", false, "print the raw JSON")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		var st agent.Status
+		raw, err := getJSON(cmd.Context(), *api, "/v1/status", &st)
+		if err != nil {
+			return err
+		}
+		out := cmd.OutOrStdout()
+		if *asJSON {
+			_, err := out.Write(raw)
+			return err
+		}
+		leader := st.Leader
+		if leader == "" {
+			leader = "(none)"
+		}
+		fmt.Fprintf(out, "Node:    %s (zone %s, %s)\n", st.Node.Name, st.Node.Zone, st.Node.State)
+		fmt.Fprintf(out, "Leader:  %s\n", leader)
+		fmt.Fprintf(out, "Raft:    %s, term %d, commit index %d\n", st.Raft.State, st.Raft.Term, st.Raft.CommitIndex)
+		fmt.Fprintf(out, "Voters:  %s\n", listOrNone(st.Raft.Voters))
+		fmt.Fprintf(out, "Non-voters: %s\n", listOrNone(st.Raft.Nonvoters))
+		fmt.Fprintf(out, "Plan:    version %d\n\n", st.Plan.Version)
+		printMembers(out, st.Members, st.Leader)
+		return nil
+	}
+	return cmd
+}
+
+func newMembersCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "members",
+		Short: "List the cluster's members as this agent sees them",
+		Args:  cobra.NoArgs,
+	}
+	api := apiFlag(cmd)
+	asJSON := cmd.Flags().Bool("json", false, "print the raw JSON")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		var st agent.Status
+		if _, err := getJSON(cmd.Context(), *api, "/v1/status", &st); err != nil {
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(cmd.OutOrStdout())
+			enc.SetIndent("", "  ")
+			return enc.Encode(st.Members)
+		}
+		printMembers(cmd.OutOrStdout(), st.Members, st.Leader)
+		return nil
+	}
+	return cmd
+}
+
+func printMembers(w io.Writer, members []cluster.Member, leader string) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATUS\tZONE\tGOSSIP\tHTTP\tPEER\tRAFT\tAPI\t")
+	for _, m := range members {
+		name := m.Name
+		if name == leader {
+			name += " *"
+		}
+		a := m.Addresses
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, m.Status, m.Zone, a.Gossip, a.HTTP, a.Peer, a.Raft, a.API)
+	}
+	tw.Flush()
+	if leader != "" {
+		fmt.Fprintln(w, "(* = raft leader)")
+	}
+}
+
+func listOrNone(s []string) string {
+	if len(s) == 0 {
+		return "(none)"
+	}
+	return strings.Join(s, ", ")
+}
+
+func newKeygenCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "keygen",
+		Short: "Print a new gossip encryption key for --encrypt",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			k := make([]byte, 32)
+			if _, err := rand.Read(k); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), base64.StdEncoding.EncodeToString(k))
+			return nil
+		},
+	}
+}

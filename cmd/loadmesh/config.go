@@ -1,0 +1,97 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
+)
+
+// envName is the LOADMESH_* variable for a flag: --data-dir → LOADMESH_DATA_DIR.
+func envName(flag string) string {
+	return "LOADMESH_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// applySources fills every flag the command line did not set, first from
+// its LOADMESH_* variable, then from the config file (keys are flag names).
+// Precedence: command line > environment > file > default. It returns the
+// names of the flags that were set by any source.
+func applySources(fs *pflag.FlagSet, configFile string, skip map[string]bool) (map[string]bool, error) {
+	set := map[string]bool{}
+	fs.Visit(func(f *pflag.Flag) { set[f.Name] = true })
+
+	fileVals := map[string]any{}
+	if configFile != "" {
+		b, err := os.ReadFile(configFile)
+		if err != nil {
+			return nil, fmt.Errorf("config file: %w", err)
+		}
+		if err := yaml.Unmarshal(b, &fileVals); err != nil {
+			return nil, fmt.Errorf("config file %s: %v", configFile, firstLine(err.Error()))
+		}
+		var unknown []string
+		for k := range fileVals {
+			if fs.Lookup(k) == nil || skip[k] {
+				unknown = append(unknown, k)
+			}
+		}
+		if len(unknown) > 0 {
+			sort.Strings(unknown)
+			return nil, fmt.Errorf("config file %s: unknown key(s) %s", configFile, strings.Join(unknown, ", "))
+		}
+	}
+
+	var errs []error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if set[f.Name] || skip[f.Name] {
+			return
+		}
+		if v, ok := os.LookupEnv(envName(f.Name)); ok {
+			if err := setFlag(f, []string{v}); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %v", envName(f.Name), err))
+			}
+			set[f.Name] = true
+			return
+		}
+		raw, ok := fileVals[f.Name]
+		if !ok {
+			return
+		}
+		var vals []string
+		switch v := raw.(type) {
+		case []any:
+			for _, x := range v {
+				vals = append(vals, fmt.Sprint(x))
+			}
+		case nil:
+			return
+		default:
+			vals = []string{fmt.Sprint(v)}
+		}
+		if err := setFlag(f, vals); err != nil {
+			errs = append(errs, fmt.Errorf("config file %s: %s: %v", configFile, f.Name, err))
+		}
+		set[f.Name] = true
+	})
+	return set, errors.Join(errs...)
+}
+
+func setFlag(f *pflag.Flag, vals []string) error {
+	for _, v := range vals {
+		if err := f.Value.Set(v); err != nil {
+			return fmt.Errorf("invalid value %q: %v", v, err)
+		}
+	}
+	return nil
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}

@@ -1,0 +1,219 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/loadmesh/loadmesh/scheduler"
+)
+
+// snapshotVersion1 is the first byte of every snapshot this version writes.
+const snapshotVersion1 byte = 1
+
+// DefaultAuditLimit is how many audit events the plan keeps.
+const DefaultAuditLimit = 10000
+
+// ErrUnknownNode is returned (as an Apply response) for a change to a node
+// the plan does not hold.
+var ErrUnknownNode = errors.New("node is not in the plan")
+
+// State is what the FSM replicates and snapshots.
+type State struct {
+	Plan   scheduler.Plan    `json:"plan"`
+	Events []scheduler.Event `json:"events"`
+}
+
+// FSM is the capacity plan as a raft.FSM. Create it with NewFSM and hand
+// FSM.Raft() to raft.NewRaft. Plan and Events are safe to call at any time.
+type FSM struct {
+	log        *slog.Logger
+	auditLimit int
+	metrics    *metrics
+
+	mu sync.RWMutex
+	st State
+}
+
+// NewFSM returns an empty plan. reg may be nil.
+func NewFSM(log *slog.Logger, reg prometheus.Registerer) *FSM {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &FSM{
+		log:        log.With("component", "store"),
+		auditLimit: DefaultAuditLimit,
+		metrics:    newMetrics(reg),
+		st:         State{Plan: scheduler.Plan{Nodes: map[string]scheduler.PlanNode{}}},
+	}
+}
+
+// Plan returns a copy of the current plan.
+func (f *FSM) Plan() scheduler.Plan {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.Plan.Clone()
+}
+
+// Events returns a copy of the newest n audit events (all when n <= 0),
+// oldest first.
+func (f *FSM) Events(n int) []scheduler.Event {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	ev := f.st.Events
+	if n > 0 && len(ev) > n {
+		ev = ev[len(ev)-n:]
+	}
+	return append([]scheduler.Event(nil), ev...)
+}
+
+// Raft returns the adapter to pass to raft.NewRaft. It keeps the raft
+// callback methods off FSM's exported API.
+func (f *FSM) Raft() raft.FSM { return (*fsmAdapter)(f) }
+
+// apply changes the State for one decoded command and returns the event it
+// produced. The caller holds f.mu.
+func (f *FSM) apply(c Command) (scheduler.Event, error) {
+	p := &f.st.Plan
+	before, known := p.Nodes[c.Node]
+	ev := scheduler.Event{Time: c.Time, Who: c.Who, Why: c.Why, Node: c.Node, Kind: string(c.Op)}
+	switch c.Op {
+	case OpNodeUpsert:
+		n := before
+		if !known {
+			n = scheduler.PlanNode{State: c.State, Since: c.Time}
+		} else {
+			ev.Before = describe(before)
+		}
+		n.Zone = c.Zone
+		if c.Tags != nil {
+			n.Tags = c.Tags
+		}
+		p.Nodes[c.Node] = n
+		ev.After = describe(n)
+	case OpNodeState:
+		if !known {
+			return ev, fmt.Errorf("%w: %q", ErrUnknownNode, c.Node)
+		}
+		n := before
+		ev.Before = describe(before)
+		if n.State != c.State {
+			n.State, n.Since = c.State, c.Time
+		}
+		p.Nodes[c.Node] = n
+		ev.After = describe(n)
+	case OpNodeRemove:
+		if !known {
+			return ev, fmt.Errorf("%w: %q", ErrUnknownNode, c.Node)
+		}
+		ev.Before = describe(before)
+		delete(p.Nodes, c.Node)
+	}
+	p.Version++
+	ev.Version = p.Version
+	f.st.Events = append(f.st.Events, ev)
+	if over := len(f.st.Events) - f.auditLimit; over > 0 {
+		f.st.Events = append(f.st.Events[:0:0], f.st.Events[over:]...)
+	}
+	return ev, nil
+}
+
+func describe(n scheduler.PlanNode) string {
+	return fmt.Sprintf("state=%s zone=%s", n.State, n.Zone)
+}
+
+// fsmAdapter implements raft.FSM for FSM.
+type fsmAdapter FSM
+
+var (
+	_ raft.FSM         = (*fsmAdapter)(nil)
+	_ raft.FSMSnapshot = (*fsmSnapshot)(nil)
+)
+
+// Apply is called by raft once a log entry is committed, on raft's FSM
+// goroutine. It returns either a scheduler.Event or an error.
+func (a *fsmAdapter) Apply(l *raft.Log) any {
+	f := (*FSM)(a)
+	c, err := DecodeCommand(l.Data)
+	if err != nil {
+		f.metrics.applyErrors.Inc()
+		f.log.Error("cannot decode plan command", "index", l.Index, "error", err)
+		return err
+	}
+	f.mu.Lock()
+	ev, err := f.apply(c)
+	version := f.st.Plan.Version
+	f.mu.Unlock()
+	if err != nil {
+		f.metrics.applyErrors.Inc()
+		f.log.Warn("plan command rejected", "index", l.Index, "op", c.Op, "node", c.Node, "error", err)
+		return err
+	}
+	f.metrics.planVersion.Set(float64(version))
+	f.log.Debug("plan changed", "index", l.Index, "plan_version", version, "op", c.Op, "node", c.Node)
+	return ev
+}
+
+// Snapshot copies the State; Persist runs later, concurrently with Apply.
+func (a *fsmAdapter) Snapshot() (raft.FSMSnapshot, error) {
+	f := (*FSM)(a)
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	body, err := json.Marshal(State{Plan: f.st.Plan, Events: f.st.Events})
+	if err != nil {
+		return nil, fmt.Errorf("snapshot plan: %w", err)
+	}
+	return &fsmSnapshot{data: append([]byte{snapshotVersion1}, body...)}, nil
+}
+
+// Restore replaces the State with a snapshot's.
+func (a *fsmAdapter) Restore(rc io.ReadCloser) error {
+	f := (*FSM)(a)
+	defer rc.Close()
+	st, err := DecodeSnapshot(rc)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.st = st
+	f.mu.Unlock()
+	f.metrics.planVersion.Set(float64(st.Plan.Version))
+	return nil
+}
+
+// DecodeSnapshot reads a snapshot written by the FSM.
+func DecodeSnapshot(r io.Reader) (State, error) {
+	var st State
+	b, err := io.ReadAll(io.LimitReader(r, 1<<30))
+	if err != nil {
+		return st, fmt.Errorf("read snapshot: %w", err)
+	}
+	if len(b) == 0 || b[0] != snapshotVersion1 {
+		return st, errors.New("restore snapshot: unknown or missing format version")
+	}
+	if err := json.Unmarshal(b[1:], &st); err != nil {
+		return st, fmt.Errorf("restore snapshot: %w", err)
+	}
+	if st.Plan.Nodes == nil {
+		st.Plan.Nodes = map[string]scheduler.PlanNode{}
+	}
+	return st, nil
+}
+
+type fsmSnapshot struct{ data []byte }
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s.data); err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() {}

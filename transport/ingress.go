@@ -1,0 +1,211 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// HeaderNode names the node whose backend served a response.
+const HeaderNode = "X-Loadmesh-Node"
+
+// BackendConfig describes the local service a node fronts.
+type BackendConfig struct {
+	// NodeName is written into HeaderNode on every response.
+	NodeName string
+	// URL of the backend (http or https). Required.
+	URL string
+	// Capacity is the number of concurrent requests the backend is sized
+	// for. Default 64.
+	Capacity int
+	// DialTimeout bounds connecting to the backend. Default 5s.
+	DialTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for the backend's response
+	// headers. Default 60s.
+	ResponseHeaderTimeout time.Duration
+	// IdleConnTimeout closes idle backend connections. Default 90s.
+	IdleConnTimeout time.Duration
+}
+
+// Validate reports every problem with c.
+func (c BackendConfig) Validate() error {
+	var errs []error
+	u, err := url.Parse(c.URL)
+	switch {
+	case c.URL == "":
+		errs = append(errs, errors.New("backend URL is empty"))
+	case err != nil:
+		errs = append(errs, fmt.Errorf("backend URL %q: %v", c.URL, err))
+	case u.Scheme != "http" && u.Scheme != "https":
+		errs = append(errs, fmt.Errorf("backend URL %q: scheme must be http or https", c.URL))
+	case u.Host == "":
+		errs = append(errs, fmt.Errorf("backend URL %q: missing host", c.URL))
+	}
+	if c.Capacity < 1 {
+		errs = append(errs, fmt.Errorf("capacity %d must be at least 1", c.Capacity))
+	}
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("node name is empty"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *BackendConfig) setDefaults() {
+	if c.Capacity == 0 {
+		c.Capacity = 64
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = 5 * time.Second
+	}
+	if c.ResponseHeaderTimeout == 0 {
+		c.ResponseHeaderTimeout = 60 * time.Second
+	}
+	if c.IdleConnTimeout == 0 {
+		c.IdleConnTimeout = 90 * time.Second
+	}
+}
+
+// Backend is a streaming reverse proxy to the node's own service. It is an
+// http.Handler; in-flight requests are counted so the ingress can tell
+// whether the backend has headroom.
+type Backend struct {
+	cfg      BackendConfig
+	proxy    *httputil.ReverseProxy
+	inflight atomic.Int64
+	metrics  *ingressMetrics
+	log      *slog.Logger
+}
+
+// NewBackend builds the proxy to cfg.URL.
+func NewBackend(cfg BackendConfig, log *slog.Logger, reg prometheus.Registerer) (*Backend, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	target, _ := url.Parse(cfg.URL)
+	b := &Backend{cfg: cfg, log: log.With("component", "transport"), metrics: newIngressMetrics(reg)}
+	tr := &http.Transport{
+		Proxy:                 nil,
+		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          4 * cfg.Capacity,
+		MaxIdleConnsPerHost:   2 * cfg.Capacity,
+		IdleConnTimeout:       cfg.IdleConnTimeout,
+		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
+		ExpectContinueTimeout: time.Second,
+		ForceAttemptHTTP2:     target.Scheme == "https",
+	}
+	b.proxy = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Host = pr.In.Host
+			// X-Forwarded-* are set once, at the ingress node; a request
+			// that arrives forwarded from a peer already carries them.
+			if pr.In.Header.Get("X-Forwarded-For") != "" {
+				pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+				pr.Out.Header["X-Forwarded-Proto"] = pr.In.Header["X-Forwarded-Proto"]
+				pr.Out.Header["X-Forwarded-Host"] = pr.In.Header["X-Forwarded-Host"]
+				return
+			}
+			pr.SetXForwarded()
+		},
+		Transport: tr,
+		ModifyResponse: func(r *http.Response) error {
+			r.Header.Set(HeaderNode, cfg.NodeName)
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			status := http.StatusBadGateway
+			if errors.Is(err, context.DeadlineExceeded) {
+				status = http.StatusGatewayTimeout
+			}
+			if r.Context().Err() != nil {
+				// The client went away; nobody reads this answer.
+				status = 499
+			}
+			b.log.Debug("backend request failed", "error", err, "path", r.URL.Path)
+			w.Header().Set(HeaderNode, cfg.NodeName)
+			http.Error(w, "loadmesh: backend of "+cfg.NodeName+" failed: "+errText(err), status)
+		},
+	}
+	return b, nil
+}
+
+// Inflight is the number of requests being served by the backend.
+func (b *Backend) Inflight() int { return int(b.inflight.Load()) }
+
+// HasHeadroom reports whether the backend serves fewer requests than its
+// capacity.
+func (b *Backend) HasHeadroom() bool { return b.Inflight() < b.cfg.Capacity }
+
+// ServeHTTP proxies r to the backend.
+func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b.inflight.Add(1)
+	b.metrics.inflight.Inc()
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w}
+	defer func() {
+		b.inflight.Add(-1)
+		b.metrics.inflight.Dec()
+		b.metrics.observe("local", rec.status, time.Since(start))
+	}()
+	b.proxy.ServeHTTP(rec, r)
+}
+
+// errText keeps error text to one short line for clients.
+func errText(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return oe.Op + " " + oe.Err.Error()
+	}
+	s := err.Error()
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}
+
+// statusRecorder remembers the status code written through it.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(p []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach Flush and deadlines.
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// Flush supports streaming responses through the recorder.
+func (s *statusRecorder) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
