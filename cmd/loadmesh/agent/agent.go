@@ -265,6 +265,9 @@ func (a *Agent) HTTPAddr() string { return a.httpLn.Addr().String() }
 // APIAddr is the bound API address.
 func (a *Agent) APIAddr() string { return a.apiLn.Addr().String() }
 
+// PeerAddr is the bound UDP address for peer forwarding.
+func (a *Agent) PeerAddr() string { return a.peerConn.LocalAddr().String() }
+
 // GossipAddr is the advertised gossip address (what --join takes).
 func (a *Agent) GossipAddr() string { return a.cluster.GossipAddr() }
 

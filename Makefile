@@ -1,0 +1,59 @@
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -euc
+MAKEFLAGS += --warn-undefined-variables --no-print-directory
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+GO ?= go
+FUZZTIME ?= 30s
+PKGS := ./...
+
+.PHONY: all build run test quick fuzz lint tidy deps-check bench clean
+
+all: build
+
+## build: bin/loadmesh, a static binary
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/loadmesh ./cmd/loadmesh
+
+## run: a throwaway single-node agent with a built-in demo backend
+run: build
+	./bin/loadmesh agent --dev
+
+## test: the whole suite, multi-node and process-level tests included, with -race
+test:
+	GOTRACEBACK=all $(GO) test -race -shuffle=on -count=1 -timeout=15m $(PKGS)
+
+## quick: the fast inner loop (skips multi-node tests)
+quick:
+	$(GO) test -short -count=1 $(PKGS)
+
+## fuzz: run every fuzz target for FUZZTIME
+fuzz:
+	@for pkg in $$($(GO) list $(PKGS)); do \
+	  for f in $$($(GO) test -list 'Fuzz.*' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+## lint: gofmt, go vet and the dependency arrow
+lint: deps-check
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet $(PKGS)
+
+## tidy: go mod tidy must change nothing
+tidy:
+	$(GO) mod tidy
+	git diff --exit-code go.mod go.sum
+
+## deps-check: scheduler must not depend on memberlist, raft or quic-go
+deps-check:
+	@if $(GO) list -deps ./scheduler/... | grep -E 'hashicorp/(memberlist|raft)|quic-go'; then \
+	  echo "scheduler must not import memberlist, raft or quic-go"; exit 1; fi
+
+## bench: benchmarks against the bare backend and HAProxy (see docs/benchmarks.md)
+bench: build
+	./test/bench/run.sh
+
+clean:
+	rm -rf bin

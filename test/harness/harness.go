@@ -1,0 +1,317 @@
+// Package harness starts complete loadmesh agents inside a test process, on
+// loopback with ephemeral ports, and waits for cluster states with retries.
+//
+//	c := harness.Start(t, 3, harness.Options{})
+//	leader := c.WaitForLeader(t)
+//
+// Every agent is shut down by t.Cleanup; logs go to t.Log.
+package harness
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/loadmesh/loadmesh/cluster"
+	"github.com/loadmesh/loadmesh/cmd/loadmesh/agent"
+	"github.com/loadmesh/loadmesh/cmd/loadmesh/demo"
+	"github.com/loadmesh/loadmesh/test/retry"
+)
+
+// Options shape a test cluster.
+type Options struct {
+	// NoBootstrapExpect starts the first agent alone (it bootstraps itself)
+	// and joins the others to it, instead of --bootstrap-expect N.
+	NoBootstrapExpect bool
+	// Backends gives each agent a demo backend of its own.
+	Backends bool
+	// BackendDelay is the demo backends' delay.
+	BackendDelay time.Duration
+	// DeadServerGrace overrides the test default of 2s.
+	DeadServerGrace time.Duration
+	// MaxVoters overrides the default of 5.
+	MaxVoters int
+	// Tune adjusts each agent's config before it starts.
+	Tune func(i int, cfg *agent.Config)
+}
+
+// Node is one agent of a test cluster.
+type Node struct {
+	*agent.Agent
+	Cfg     agent.Config
+	Backend *demo.Server
+	stopped bool
+}
+
+// Cluster is a set of in-process agents.
+type Cluster struct {
+	opts  Options
+	log   *logSink
+	mu    sync.Mutex
+	Nodes []*Node
+}
+
+// FastTimers shortens gossip and reconcile timers for tests. Raft keeps its
+// production timers: shorter ones cause spurious elections on busy 2-core
+// machines running -race.
+func FastTimers(c *cluster.Config) {
+	c.GossipInterval = 50 * time.Millisecond
+	c.ProbeInterval = 200 * time.Millisecond
+	c.ProbeTimeout = 100 * time.Millisecond
+	c.SuspicionMult = 3
+	c.PushPullInterval = time.Second
+	c.ReconcileInterval = 200 * time.Millisecond
+	c.RetryJoinMin = 100 * time.Millisecond
+	c.RetryJoinMax = time.Second
+}
+
+// Start starts n agents and waits until each has joined the cluster.
+func Start(t testing.TB, n int, opts Options) *Cluster {
+	t.Helper()
+	c := &Cluster{opts: opts, log: newLogSink(t)}
+	t.Cleanup(c.log.close) // runs last: after every agent has stopped
+	t.Cleanup(c.shutdownAll)
+	for i := 0; i < n; i++ {
+		cfg := c.config(t, i, n)
+		if i > 0 {
+			cfg.Join = []string{c.Nodes[0].GossipAddr()}
+		}
+		c.startNode(t, cfg)
+	}
+	return c
+}
+
+func (c *Cluster) config(t testing.TB, i, n int) agent.Config {
+	cfg := agent.DefaultConfig()
+	cfg.Name = fmt.Sprintf("node-%d", i)
+	cfg.DataDir = t.TempDir()
+	cfg.Gossip, cfg.Raft, cfg.Peer, cfg.HTTP, cfg.API = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.DeadServerGrace = 2 * time.Second
+	if c.opts.DeadServerGrace > 0 {
+		cfg.DeadServerGrace = c.opts.DeadServerGrace
+	}
+	if c.opts.MaxVoters > 0 {
+		cfg.MaxVoters = c.opts.MaxVoters
+	}
+	if !c.opts.NoBootstrapExpect {
+		cfg.BootstrapExpect = n
+	}
+	if c.opts.Tune != nil {
+		c.opts.Tune(i, &cfg)
+	}
+	return cfg
+}
+
+func (c *Cluster) startNode(t testing.TB, cfg agent.Config) *Node {
+	t.Helper()
+	node := &Node{Cfg: cfg}
+	if c.opts.Backends && cfg.Backend == "" {
+		b, err := demo.Start("127.0.0.1:0", cfg.Name+"-backend", c.opts.BackendDelay)
+		if err != nil {
+			t.Fatal(err)
+		}
+		node.Backend = b
+		node.Cfg.Backend = b.URL()
+	}
+	a, err := agent.New(node.Cfg, agent.Deps{
+		Logger:      slog.New(slog.NewTextHandler(c.log, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		TuneCluster: FastTimers,
+	})
+	if err != nil {
+		t.Fatalf("agent %s: %v", cfg.Name, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Start(ctx); err != nil {
+		t.Fatalf("start agent %s: %v", cfg.Name, err)
+	}
+	node.Agent = a
+	c.mu.Lock()
+	c.Nodes = append(c.Nodes, node)
+	c.mu.Unlock()
+	return node
+}
+
+// Add starts one more agent that joins through the first live node.
+func (c *Cluster) Add(t testing.TB) *Node {
+	t.Helper()
+	i := len(c.Nodes)
+	cfg := c.config(t, i, 0)
+	cfg.BootstrapExpect = 0
+	cfg.Join = []string{c.Live()[0].GossipAddr()}
+	return c.startNode(t, cfg)
+}
+
+// Restart starts a stopped node again with the same name, data dir and
+// addresses, as a restarted server would.
+func (c *Cluster) Restart(t testing.TB, n *Node) *Node {
+	t.Helper()
+	cfg := n.Cfg
+	cfg.Gossip, cfg.Raft, cfg.Peer, cfg.HTTP, cfg.API = n.GossipAddr(), n.Cluster().RaftAddr(), n.PeerAddr(), n.HTTPAddr(), n.APIAddr()
+	cfg.Backend = ""
+	if n.Backend != nil {
+		cfg.Backend = n.Backend.URL()
+	}
+	cfg.BootstrapExpect = 0
+	cfg.Join = nil
+	for _, l := range c.Live() {
+		cfg.Join = append(cfg.Join, l.GossipAddr())
+	}
+	c.mu.Lock()
+	c.Nodes = slices.DeleteFunc(c.Nodes, func(x *Node) bool { return x == n })
+	c.mu.Unlock()
+	nn := c.startNode(t, cfg)
+	nn.Backend = n.Backend
+	return nn
+}
+
+// Live returns the nodes not stopped or killed.
+func (c *Cluster) Live() []*Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*Node
+	for _, n := range c.Nodes {
+		if !n.stopped {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Node returns the live node with the given name, or nil.
+func (c *Cluster) Node(name string) *Node {
+	for _, n := range c.Live() {
+		if n.Name() == name {
+			return n
+		}
+	}
+	return nil
+}
+
+// Kill stops n abruptly, as a crash would (no leave, no leadership transfer).
+func (c *Cluster) Kill(t testing.TB, n *Node) {
+	t.Helper()
+	c.mu.Lock()
+	n.stopped = true
+	c.mu.Unlock()
+	if err := n.Kill(); err != nil {
+		t.Logf("kill %s: %v", n.Name(), err)
+	}
+}
+
+// Stop shuts n down gracefully (it leaves the cluster).
+func (c *Cluster) Stop(t testing.TB, n *Node) {
+	t.Helper()
+	c.mu.Lock()
+	n.stopped = true
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := n.Shutdown(ctx); err != nil {
+		t.Logf("stop %s: %v", n.Name(), err)
+	}
+}
+
+func (c *Cluster) shutdownAll() {
+	var wg sync.WaitGroup
+	for _, n := range c.Live() {
+		wg.Add(1)
+		go func(n *Node) {
+			defer wg.Done()
+			n.Kill()
+		}(n)
+	}
+	wg.Wait()
+	for _, n := range c.Nodes {
+		if n.Backend != nil {
+			n.Backend.Shutdown(context.Background())
+		}
+	}
+}
+
+// WaitForLeader waits until every live node names the same live leader,
+// and returns that node.
+func (c *Cluster) WaitForLeader(t testing.TB) *Node {
+	t.Helper()
+	var leader *Node
+	retry.Run(t, func(r *retry.R) {
+		leader = c.leaderNow(r)
+	})
+	return leader
+}
+
+func (c *Cluster) leaderNow(r *retry.R) *Node {
+	live := c.Live()
+	name := ""
+	for _, n := range live {
+		l := n.Cluster().Leader()
+		if l == "" {
+			r.Fatalf("%s knows no leader", n.Name())
+		}
+		if name != "" && l != name {
+			r.Fatalf("%s says leader is %s, another node says %s", n.Name(), l, name)
+		}
+		name = l
+	}
+	ln := c.Node(name)
+	if ln == nil || !ln.Cluster().IsLeader() {
+		r.Fatalf("leader %q is not a live leader", name)
+	}
+	return ln
+}
+
+// WaitForMembers waits until every live node sees exactly the live nodes
+// as alive.
+func (c *Cluster) WaitForMembers(t testing.TB) {
+	t.Helper()
+	retry.Run(t, func(r *retry.R) {
+		live := c.Live()
+		for _, n := range live {
+			alive := 0
+			for _, m := range n.Cluster().Members() {
+				if m.Status == cluster.StatusAlive {
+					alive++
+				}
+			}
+			if alive != len(live) {
+				r.Fatalf("%s sees %d alive members, want %d", n.Name(), alive, len(live))
+			}
+		}
+	})
+}
+
+// logSink forwards agent logs to t.Log until the test's cleanup closes it;
+// logging after a test has finished would panic.
+type logSink struct {
+	t      testing.TB
+	mu     sync.Mutex
+	closed bool
+	quiet  bool
+}
+
+func newLogSink(t testing.TB) *logSink {
+	return &logSink{t: t, quiet: os.Getenv("LOADMESH_TEST_LOG") == "0"}
+}
+
+var _ io.Writer = (*logSink)(nil)
+
+func (l *logSink) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.closed && !l.quiet {
+		l.t.Log(string(p[:len(p)-1]))
+	}
+	return len(p), nil
+}
+
+func (l *logSink) close() {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+}
