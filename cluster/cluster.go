@@ -75,9 +75,11 @@ type Cluster struct {
 
 	mu      sync.Mutex
 	members map[string]*memberEntry
-	meta    Meta
-	joined  bool
-	leader  string
+	// acks is when each member last answered one of our probes.
+	acks   map[string]time.Time
+	meta   Meta
+	joined bool
+	leader string
 }
 
 // New validates cfg and returns an unstarted Cluster.
@@ -102,6 +104,7 @@ func New(cfg Config, deps Deps) (*Cluster, error) {
 		observerCh:  make(chan raft.Observation, 64),
 		stop:        make(chan struct{}),
 		members:     map[string]*memberEntry{},
+		acks:        map[string]time.Time{},
 	}
 	c.metrics = newMetrics(deps.Registerer, c)
 	return c, nil
@@ -164,7 +167,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 	}
 	c.meta = Meta{
 		Zone: c.cfg.Zone, HTTP: c.cfg.HTTPAddr, Peer: c.cfg.PeerAddr, Raft: raftAdvertise,
-		API: c.cfg.APIAddr, BootstrapExpect: c.cfg.BootstrapExpect,
+		API: c.cfg.APIAddr, BootstrapExpect: c.cfg.BootstrapExpect, Serving: c.cfg.Serving,
 	}
 	if err := c.publishMeta(); err != nil {
 		c.abortStart()
@@ -270,6 +273,7 @@ func (c *Cluster) startMemberlist() error {
 	mc.SuspicionMult = c.cfg.SuspicionMult
 	mc.PushPullInterval = c.cfg.PushPullInterval
 	mc.Delegate = c.delegate
+	mc.Ping = &pingDelegate{c: c}
 	mc.Events = &eventDelegate{ch: c.eventCh, dropped: c.metrics.eventsDropped.Inc}
 	mc.Logger = memberlistLogger(c.deps.Logger.With("component", "memberlist"))
 	if len(c.cfg.GossipKey) > 0 {
@@ -410,11 +414,13 @@ func (c *Cluster) rejoinSoon() {
 	case <-time.After(c.cfg.GossipInterval * 5):
 	}
 	var addrs []string
-	for _, n := range c.ml.Members() {
-		if n.Name != c.cfg.NodeName {
-			addrs = append(addrs, net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))))
+	c.mu.Lock()
+	for name, e := range c.members {
+		if name != c.cfg.NodeName && e.status == StatusAlive {
+			addrs = append(addrs, e.gossip)
 		}
 	}
+	c.mu.Unlock()
 	rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
 	if len(addrs) > 3 {
 		addrs = addrs[:3]

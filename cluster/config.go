@@ -28,6 +28,9 @@ type Config struct {
 	// Addrs are this node's other service addresses (already advertised
 	// form), carried in gossip metadata so any node can reach them.
 	HTTPAddr, PeerAddr, APIAddr string
+	// Serving is gossiped so peers know this node can take forwarded
+	// requests (it has a backend).
+	Serving bool
 
 	// Join lists seed gossip addresses (host:port; port defaults to 7946).
 	Join []string

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -25,3 +26,18 @@ func (d *delegate) NotifyMsg([]byte)                {}
 func (d *delegate) GetBroadcasts(int, int) [][]byte { return nil }
 func (d *delegate) LocalState(bool) []byte          { return nil }
 func (d *delegate) MergeRemoteState([]byte, bool)   {}
+
+// pingDelegate records when each member last answered a probe, which the
+// member table uses to report suspects (memberlist has no suspect event).
+type pingDelegate struct{ c *Cluster }
+
+var _ memberlist.PingDelegate = (*pingDelegate)(nil)
+
+func (p *pingDelegate) AckPayload() []byte { return nil }
+
+func (p *pingDelegate) NotifyPingComplete(other *memberlist.Node, _ time.Duration, _ []byte) {
+	now := time.Now()
+	p.c.mu.Lock()
+	p.c.acks[other.Name] = now
+	p.c.mu.Unlock()
+}

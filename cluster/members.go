@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bytes"
 	"net"
 	"slices"
 	"strconv"
@@ -27,6 +26,8 @@ type Member struct {
 	Zone   string       `json:"zone"`
 	// Addresses of the member's ports, in advertised form.
 	Addresses Addresses `json:"addresses"`
+	// Serving is true when the member has a backend for forwarded requests.
+	Serving bool `json:"serving"`
 	// Since is when this node saw Status begin.
 	Since time.Time `json:"since"`
 }
@@ -51,12 +52,13 @@ type memberEntry struct {
 	since   time.Time
 }
 
-func (e *memberEntry) toMember() Member {
+func (e *memberEntry) toMember(status MemberStatus) Member {
 	return Member{
-		Name:   e.name,
-		Status: e.status,
-		Zone:   e.meta.Zone,
-		Since:  e.since,
+		Name:    e.name,
+		Status:  status,
+		Zone:    e.meta.Zone,
+		Since:   e.since,
+		Serving: e.meta.Serving,
 		Addresses: Addresses{
 			Gossip: e.gossip, HTTP: e.meta.HTTP, Peer: e.meta.Peer, Raft: e.meta.Raft, API: e.meta.API,
 		},
@@ -103,29 +105,24 @@ func (c *Cluster) applyEvent(ev memberEvent, now time.Time) {
 	}
 }
 
-// resync repairs the table against memberlist's view after dropped events:
-// a member memberlist no longer lists is dead (or left, if it said so).
+// resync repairs the table after dropped events: a member memberlist no
+// longer lists is dead (or left, if it said so). Only node names are read
+// from memberlist.Members(): the other fields of the nodes it returns are
+// written by memberlist without a lock we can take.
 func (c *Cluster) resync(now time.Time) {
-	live := map[string]*memberlist.Node{}
+	live := map[string]bool{}
 	for _, n := range c.ml.Members() {
-		live[n.Name] = n
+		live[n.Name] = true
 	}
-	for name, n := range live {
-		e := c.members[name]
-		if e == nil || e.status == StatusDead || e.status == StatusLeft || !bytes.Equal(e.rawMeta, n.Meta) {
-			c.applyEvent(memberEvent{kind: eventJoin, name: n.Name, addr: n.Addr, port: n.Port, meta: n.Meta, state: n.State}, now)
-			continue
-		}
-		want := StatusAlive
-		if n.State == memberlist.StateSuspect {
-			want = StatusSuspect
-		}
-		if e.status != want {
-			e.status, e.since = want, now
+	for name := range live {
+		if e := c.members[name]; e == nil || e.status == StatusDead || e.status == StatusLeft {
+			// A join we missed; its next update or the next push-pull
+			// brings the metadata.
+			c.metrics.eventsDropped.Inc()
 		}
 	}
 	for name, e := range c.members {
-		if _, ok := live[name]; ok || e.status == StatusDead || e.status == StatusLeft {
+		if live[name] || e.status == StatusDead || e.status == StatusLeft {
 			continue
 		}
 		st := StatusDead
@@ -153,8 +150,9 @@ func (c *Cluster) Members() []Member {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make([]Member, 0, len(c.members))
+	now := time.Now()
 	for _, e := range c.members {
-		out = append(out, e.toMember())
+		out = append(out, e.toMember(c.statusOf(e, now)))
 	}
 	slices.SortFunc(out, func(a, b Member) int {
 		switch {
@@ -176,7 +174,26 @@ func (c *Cluster) Member(name string) (Member, bool) {
 	if !ok {
 		return Member{}, false
 	}
-	return e.toMember(), true
+	return e.toMember(c.statusOf(e, time.Now())), true
+}
+
+// statusOf refines an alive member to suspect when this node's failure
+// detector has not had a probe answered by it for several probe rounds.
+// memberlist probes one member per ProbeInterval in turn, so a round takes
+// about as many intervals as there are members. c.mu must be held.
+func (c *Cluster) statusOf(e *memberEntry, now time.Time) MemberStatus {
+	if e.status != StatusAlive || e.name == c.cfg.NodeName {
+		return e.status
+	}
+	window := time.Duration(2*len(c.members)+2) * c.cfg.ProbeInterval
+	last := c.acks[e.name]
+	if last.Before(e.since) {
+		last = e.since
+	}
+	if now.Sub(last) > window {
+		return StatusSuspect
+	}
+	return StatusAlive
 }
 
 // memberByRaftAddr finds the member advertising addr as its Raft address.

@@ -22,6 +22,9 @@ type Meta struct {
 	Peer string `json:"p,omitempty"`
 	Raft string `json:"r,omitempty"`
 	API  string `json:"a,omitempty"`
+	// Serving is true when the node has a backend and can take forwarded
+	// requests.
+	Serving bool `json:"s,omitempty"`
 	// BootstrapExpect is the node's --bootstrap-expect, so nodes only
 	// bootstrap with peers that expect the same cluster size.
 	BootstrapExpect int `json:"be,omitempty"`

@@ -30,10 +30,10 @@ const (
 
 // Command is one change to the plan, proposed by the leader.
 type Command struct {
-	Op   Op                  `json:"op"`
-	Node string              `json:"node"`
-	Zone string              `json:"zone,omitempty"`
-	Tags map[string]string   `json:"tags,omitempty"`
+	Op    Op                  `json:"op"`
+	Node  string              `json:"node"`
+	Zone  string              `json:"zone,omitempty"`
+	Tags  map[string]string   `json:"tags,omitempty"`
 	State scheduler.NodeState `json:"state,omitempty"`
 	// Time is set by the proposer so every replica records the same instant.
 	Time time.Time `json:"time"`

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -110,15 +111,13 @@ func NewBackend(cfg BackendConfig, log *slog.Logger, reg prometheus.Registerer) 
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Host = pr.In.Host
-			// X-Forwarded-* are set once, at the ingress node; a request
-			// that arrives forwarded from a peer already carries them.
-			if pr.In.Header.Get("X-Forwarded-For") != "" {
-				pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
-				pr.Out.Header["X-Forwarded-Proto"] = pr.In.Header["X-Forwarded-Proto"]
-				pr.Out.Header["X-Forwarded-Host"] = pr.In.Header["X-Forwarded-Host"]
+			if _, forwarded := PeerNameFromContext(pr.In.Context()); forwarded {
+				// A request forwarded by an authenticated peer already
+				// carries what its ingress node set; keep it as it is.
+				copyHeaders(pr.Out.Header, pr.In.Header, forwardedHeaders...)
 				return
 			}
-			pr.SetXForwarded()
+			setIngressHeaders(pr, cfg.NodeName)
 		},
 		Transport: tr,
 		ModifyResponse: func(r *http.Response) error {
@@ -208,4 +207,31 @@ func (s *statusRecorder) Flush() {
 	if f, ok := s.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
+}
+
+// forwardedHeaders are set once, by the ingress node.
+var forwardedHeaders = []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Via"}
+
+func copyHeaders(dst, src http.Header, names ...string) {
+	for _, n := range names {
+		if v, ok := src[n]; ok {
+			dst[n] = v
+		}
+	}
+}
+
+// setIngressHeaders adds the client's address to X-Forwarded-For, sets
+// X-Forwarded-Proto/Host, and names this node in Via.
+func setIngressHeaders(pr *httputil.ProxyRequest, node string) {
+	pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+	pr.SetXForwarded()
+	proto := "1.1"
+	if pr.In.ProtoMajor >= 2 {
+		proto = strconv.Itoa(pr.In.ProtoMajor)
+	}
+	via := proto + " " + node + " (loadmesh)"
+	if prior := pr.In.Header.Get("Via"); prior != "" {
+		via = prior + ", " + via
+	}
+	pr.Out.Header.Set("Via", via)
 }

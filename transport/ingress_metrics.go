@@ -11,6 +11,7 @@ type ingressMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	inflight prometheus.Gauge
+	retries  prometheus.Counter
 }
 
 func newIngressMetrics(reg prometheus.Registerer) *ingressMetrics {
@@ -28,9 +29,13 @@ func newIngressMetrics(reg prometheus.Registerer) *ingressMetrics {
 			Name: "loadmesh_transport_backend_inflight_requests",
 			Help: "Requests being served by this node's backend.",
 		}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "loadmesh_transport_retries_total",
+			Help: "Requests tried again on another node after a failed forward.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.inflight)
+		reg.MustRegister(m.requests, m.duration, m.inflight, m.retries)
 	}
 	return m
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/loadmesh/loadmesh/cmd/loadmesh/agent"
 	"github.com/loadmesh/loadmesh/cmd/loadmesh/demo"
 	"github.com/loadmesh/loadmesh/test/retry"
+	"github.com/loadmesh/loadmesh/transport"
 )
 
 // Options shape a test cluster.
@@ -51,7 +52,9 @@ type Node struct {
 
 // Cluster is a set of in-process agents.
 type Cluster struct {
-	opts  Options
+	opts Options
+	// CA issues every node's certificate.
+	CA    *transport.CA
 	log   *logSink
 	mu    sync.Mutex
 	Nodes []*Node
@@ -74,7 +77,11 @@ func FastTimers(c *cluster.Config) {
 // Start starts n agents and waits until each has joined the cluster.
 func Start(t testing.TB, n int, opts Options) *Cluster {
 	t.Helper()
-	c := &Cluster{opts: opts, log: newLogSink(t)}
+	ca, err := transport.NewCA("loadmesh test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Cluster{opts: opts, log: newLogSink(t), CA: ca}
 	t.Cleanup(c.log.close) // runs last: after every agent has stopped
 	t.Cleanup(c.shutdownAll)
 	for i := 0; i < n; i++ {
@@ -119,7 +126,12 @@ func (c *Cluster) startNode(t testing.TB, cfg agent.Config) *Node {
 		node.Backend = b
 		node.Cfg.Backend = b.URL()
 	}
+	id, err := transport.DevMutualTLS(cfg.Name, c.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
 	a, err := agent.New(node.Cfg, agent.Deps{
+		TLS:         id,
 		Logger:      slog.New(slog.NewTextHandler(c.log, &slog.HandlerOptions{Level: slog.LevelInfo})),
 		TuneCluster: FastTimers,
 	})

@@ -6,6 +6,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/quic-go/quic-go/http3"
 
 	"github.com/loadmesh/loadmesh/cluster"
 	"github.com/loadmesh/loadmesh/cmd/loadmesh/demo"
@@ -34,6 +36,9 @@ type Deps struct {
 	TuneCluster func(*cluster.Config)
 	// Version is reported by loadmesh_build_info.
 	Version string
+	// TLS, when set, is the node's mutual-TLS identity instead of the
+	// --tls-* files (tests share one in-memory CA this way).
+	TLS *transport.MutualTLS
 }
 
 // Agent is one running loadmesh node.
@@ -43,18 +48,22 @@ type Agent struct {
 	log  *slog.Logger
 	reg  *prometheus.Registry
 
-	dataDir  *store.DataDir
-	tmpDir   string
-	fsm      *store.FSM
-	cluster  *cluster.Cluster
-	demo     *demo.Server
-	backend  *transport.Backend
-	ingress  *transport.Ingress
-	httpLn   net.Listener
-	apiLn    net.Listener
-	peerConn net.PacketConn
-	httpSrv  *http.Server
-	apiSrv   *http.Server
+	dataDir *store.DataDir
+	tmpDir  string
+	fsm     *store.FSM
+	cluster *cluster.Cluster
+	demo    *demo.Server
+	backend *transport.Backend
+	ingress *transport.Ingress
+	httpLn  net.Listener
+	apiLn   net.Listener
+	mtls    *transport.MutualTLS
+	peer    *transport.PeerServer
+	peers   *peerView
+	httpSrv *http.Server
+	h3Srv   *http3.Server
+	h3Conn  net.PacketConn
+	apiSrv  *http.Server
 
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -107,8 +116,8 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if a.httpLn, err = net.Listen("tcp", a.cfg.HTTP); err != nil {
 		return fmt.Errorf("http listen %s: %w", a.cfg.HTTP, err)
 	}
-	if a.peerConn, err = net.ListenPacket("udp", a.cfg.Peer); err != nil {
-		return fmt.Errorf("peer listen %s: %w", a.cfg.Peer, err)
+	if a.mtls, err = a.loadTLS(); err != nil {
+		return err
 	}
 
 	backendURL := a.cfg.Backend
@@ -126,7 +135,35 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	a.ingress = transport.NewIngress(a.cfg.Name, a.backend, a.reg)
+	pcfg := transport.DefaultPeerConfig()
+	pcfg.Addr = a.cfg.Peer
+	pcfg.DialTimeout = a.cfg.DialTimeout
+	pcfg.MaxIdleTimeout = max(a.cfg.IdleTimeout, time.Second)
+	a.peer, err = transport.NewPeerServer(pcfg, transport.PeerDeps{
+		TLS:        a.mtls,
+		Handler:    transport.PeerHandler(a.cfg.Name, a.backend),
+		Authorize:  a.authorizePeer,
+		Logger:     a.log,
+		Registerer: a.reg,
+	})
+	if err != nil {
+		return err
+	}
+	if err := a.peer.Start(ctx); err != nil {
+		a.peer = nil
+		return err
+	}
+	a.peers = newPeerView(a.cfg.Name, a.peer.Client())
+	a.ingress = transport.NewIngress(transport.IngressConfig{
+		NodeName:        a.cfg.Name,
+		UpstreamTimeout: a.cfg.UpstreamTimeout,
+	}, transport.IngressDeps{
+		Logger:     a.log,
+		Local:      a.backend,
+		Picker:     a.peers,
+		Peers:      a.peer.Client(),
+		Registerer: a.reg,
+	})
 
 	ccfg := cluster.DefaultConfig()
 	ccfg.NodeName = a.cfg.Name
@@ -149,7 +186,8 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		return err
 	}
 	ccfg.HTTPAddr = cluster.AdvertiseAddr(a.httpLn.Addr(), ip)
-	ccfg.PeerAddr = cluster.AdvertiseAddr(a.peerConn.LocalAddr(), ip)
+	ccfg.PeerAddr = cluster.AdvertiseAddr(a.peer.Addr(), ip)
+	ccfg.Serving = a.backend != nil
 	ccfg.APIAddr = cluster.AdvertiseAddr(a.apiLn.Addr(), ip)
 	a.cluster, err = cluster.New(ccfg, cluster.Deps{
 		Logger:      a.log,
@@ -158,6 +196,10 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		LogStore:    a.dataDir.Bolt,
 		StableStore: a.dataDir.Bolt,
 		Snapshots:   a.dataDir.Snapshots,
+		RaftTLS: &cluster.RaftTLS{
+			Server: a.mtls.ServerConfig(raftALPN),
+			Client: func(peer string) *tls.Config { return a.mtls.ClientConfig(peer, raftALPN) },
+		},
 	})
 	if err != nil {
 		return err
@@ -167,11 +209,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		return err
 	}
 
-	a.httpSrv = &http.Server{
-		Handler:           a.ingress,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+	a.peers.start(a.cluster, a.fsm)
+	if err := a.startIngress(); err != nil {
+		return err
 	}
 	a.apiSrv = &http.Server{
 		Handler:           a.apiHandler(),
@@ -179,7 +219,6 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
 	}
-	a.serve(a.httpSrv, a.httpLn)
 	a.serve(a.apiSrv, a.apiLn)
 	a.log.Info("agent started", "http", a.HTTPAddr(), "api", a.APIAddr(), "gossip", a.cluster.GossipAddr(),
 		"raft", a.cluster.RaftAddr(), "backend", backendURL, "data_dir", dir)
@@ -215,9 +254,20 @@ func (a *Agent) stop(ctx context.Context, graceful bool) error {
 				errs = append(errs, fmt.Errorf("drain ingress: %w", e))
 			}
 		}
+		if graceful && a.h3Srv != nil {
+			if e := a.h3Srv.Shutdown(ctx); e != nil {
+				errs = append(errs, fmt.Errorf("drain http/3 ingress: %w", e))
+			}
+		}
 		if graceful && a.cluster != nil {
 			if e := a.cluster.Leave(ctx); e != nil {
 				errs = append(errs, e)
+			}
+		}
+		if graceful && a.peer != nil {
+			// Peers have seen us leave; finish what they already sent.
+			if e := a.peer.Shutdown(ctx); e != nil {
+				errs = append(errs, fmt.Errorf("drain peer channel: %w", e))
 			}
 		}
 		errs = append(errs, a.close(graceful))
@@ -235,10 +285,21 @@ func (a *Agent) close(graceful bool) error {
 			srv.Close()
 		}
 	}
-	for _, c := range []io.Closer{a.httpLn, a.apiLn, a.peerConn} {
+	if a.h3Srv != nil {
+		a.h3Srv.Close()
+	}
+	for _, c := range []io.Closer{a.httpLn, a.apiLn, a.h3Conn} {
 		if c != nil {
 			c.Close()
 		}
+	}
+	if a.peers != nil {
+		a.peers.stop()
+	}
+	if a.peer != nil {
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		errs = append(errs, a.peer.Shutdown(cctx))
+		cancel()
 	}
 	if a.cluster != nil {
 		errs = append(errs, a.cluster.Shutdown(context.Background()))
@@ -266,7 +327,7 @@ func (a *Agent) HTTPAddr() string { return a.httpLn.Addr().String() }
 func (a *Agent) APIAddr() string { return a.apiLn.Addr().String() }
 
 // PeerAddr is the bound UDP address for peer forwarding.
-func (a *Agent) PeerAddr() string { return a.peerConn.LocalAddr().String() }
+func (a *Agent) PeerAddr() string { return a.peer.Addr().String() }
 
 // GossipAddr is the advertised gossip address (what --join takes).
 func (a *Agent) GossipAddr() string { return a.cluster.GossipAddr() }

@@ -32,6 +32,26 @@ type Config struct {
 	DeadServerGrace time.Duration `yaml:"dead-server-grace"`
 	// Encrypt is the base64 gossip encryption key (loadmesh keygen).
 	Encrypt string `yaml:"encrypt"`
+	// TLSCA, TLSCert and TLSKey are the cluster CA certificate and this
+	// node's certificate and key (PEM files), used for mutual TLS on the
+	// QUIC peer channel and on Raft. Required outside --dev.
+	TLSCA   string `yaml:"tls-ca"`
+	TLSCert string `yaml:"tls-cert"`
+	TLSKey  string `yaml:"tls-key"`
+	// HTTPTLSCert and HTTPTLSKey turn on TLS at the client ingress
+	// (HTTP/1.1, HTTP/2 and HTTP/3).
+	HTTPTLSCert string `yaml:"http-tls-cert"`
+	HTTPTLSKey  string `yaml:"http-tls-key"`
+
+	// DialTimeout bounds dialling a peer or the backend.
+	DialTimeout time.Duration `yaml:"dial-timeout"`
+	// RequestHeaderTimeout bounds reading a client's request headers.
+	RequestHeaderTimeout time.Duration `yaml:"request-header-timeout"`
+	// IdleTimeout closes idle client and peer connections.
+	IdleTimeout time.Duration `yaml:"idle-timeout"`
+	// UpstreamTimeout bounds a whole request to a backend or peer (0: none).
+	UpstreamTimeout time.Duration `yaml:"upstream-timeout"`
+
 	// Dev runs a throwaway single node: temporary data dir and a built-in
 	// demo backend.
 	Dev bool `yaml:"dev"`
@@ -49,6 +69,11 @@ func DefaultConfig() Config {
 		Capacity:        64,
 		MaxVoters:       5,
 		DeadServerGrace: 30 * time.Second,
+
+		DialTimeout:          5 * time.Second,
+		RequestHeaderTimeout: 10 * time.Second,
+		IdleTimeout:          2 * time.Minute,
+		UpstreamTimeout:      5 * time.Minute,
 	}
 }
 
@@ -103,6 +128,20 @@ func (c Config) Validate() error {
 	if c.DeadServerGrace <= 0 {
 		add("--dead-server-grace %s must be positive", c.DeadServerGrace)
 	}
+	if n := nonEmpty(c.TLSCA, c.TLSCert, c.TLSKey); n != 0 && n != 3 {
+		add("--tls-ca, --tls-cert and --tls-key go together; %d of 3 given", n)
+	}
+	if n := nonEmpty(c.HTTPTLSCert, c.HTTPTLSKey); n == 1 {
+		add("--http-tls-cert and --http-tls-key go together")
+	}
+	for flag, d := range map[string]time.Duration{"--dial-timeout": c.DialTimeout, "--request-header-timeout": c.RequestHeaderTimeout, "--idle-timeout": c.IdleTimeout} {
+		if d <= 0 {
+			add("%s %s must be positive", flag, d)
+		}
+	}
+	if c.UpstreamTimeout < 0 {
+		add("--upstream-timeout %s is negative", c.UpstreamTimeout)
+	}
 	if c.Encrypt != "" {
 		if _, err := DecodeGossipKey(c.Encrypt); err != nil {
 			add("--encrypt: %v", err)
@@ -137,3 +176,17 @@ func validateListenAddr(addr string) error {
 	}
 	return nil
 }
+
+func nonEmpty(s ...string) int {
+	n := 0
+	for _, x := range s {
+		if x != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// ErrNoTLS is returned outside --dev when no peer TLS files are given.
+var ErrNoTLS = errors.New("mutual TLS between nodes is required: pass --tls-ca, --tls-cert and --tls-key " +
+	"(create them with `loadmesh tls ca create` and `loadmesh tls cert create --node NAME`), or use --dev")

@@ -1,0 +1,136 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/loadmesh/loadmesh/scheduler"
+)
+
+func apply(t *testing.T, f *FSM, c Command) any {
+	t.Helper()
+	b, err := EncodeCommand(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f.Raft().Apply(&raft.Log{Index: 1, Data: b})
+}
+
+var t0 = time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
+
+func TestFSMApplySnapshotRestore(t *testing.T) {
+	f := NewFSM(nil, nil)
+	apply(t, f, Command{Op: OpNodeUpsert, Node: "a", Zone: "z1", State: scheduler.StateActive, Time: t0, Who: "membership", Why: "joined"})
+	apply(t, f, Command{Op: OpNodeUpsert, Node: "b", Zone: "z2", State: scheduler.StateActive, Time: t0, Who: "membership", Why: "joined"})
+	if ev, ok := apply(t, f, Command{Op: OpNodeState, Node: "b", State: scheduler.StateDraining, Time: t0.Add(time.Second), Who: "op", Why: "maintenance"}).(scheduler.Event); !ok || ev.Before == "" || ev.After == "" || ev.Version != 3 {
+		t.Fatalf("state change event %+v", ev)
+	}
+	if err, ok := apply(t, f, Command{Op: OpNodeState, Node: "zz", State: scheduler.StateActive, Time: t0, Who: "op"}).(error); !ok || !errors.Is(err, ErrUnknownNode) {
+		t.Fatalf("change to unknown node: %v", err)
+	}
+	p := f.Plan()
+	if p.Version != 3 || p.Nodes["b"].State != scheduler.StateDraining || p.Nodes["a"].Zone != "z1" {
+		t.Fatalf("plan %+v", p)
+	}
+
+	snap, err := f.Raft().Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	g := NewFSM(nil, nil)
+	if err := g.Raft().Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	if q := g.Plan(); q.Version != 3 || len(q.Nodes) != 2 || q.Nodes["b"].State != scheduler.StateDraining {
+		t.Fatalf("restored plan %+v", q)
+	}
+	if len(g.Events(0)) != 3 {
+		t.Fatalf("restored %d events, want 3", len(g.Events(0)))
+	}
+}
+
+func TestFSMRejectsGarbageWithoutChange(t *testing.T) {
+	f := NewFSM(nil, nil)
+	apply(t, f, Command{Op: OpNodeUpsert, Node: "a", State: scheduler.StateActive, Time: t0})
+	for _, b := range [][]byte{nil, {9}, {1, '{'}, {1, '{', '}'}} {
+		if _, ok := f.Raft().Apply(&raft.Log{Data: b}).(error); !ok {
+			t.Fatalf("Apply(%q) did not return an error", b)
+		}
+	}
+	if p := f.Plan(); p.Version != 1 || len(p.Nodes) != 1 {
+		t.Fatalf("garbage changed the plan: %+v", p)
+	}
+}
+
+func TestAuditLogIsBounded(t *testing.T) {
+	f := NewFSM(nil, nil)
+	f.auditLimit = 5
+	for i := range 12 {
+		apply(t, f, Command{Op: OpNodeUpsert, Node: "a", State: scheduler.StateActive, Zone: string(rune('a' + i)), Time: t0})
+	}
+	ev := f.Events(0)
+	if len(ev) != 5 || ev[len(ev)-1].Version != 12 || ev[0].Version != 8 {
+		t.Fatalf("events %+v", ev)
+	}
+}
+
+func TestDataDirIdentity(t *testing.T) {
+	dir := t.TempDir()
+	d, err := OpenDataDir(dir, "a", io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	if _, err := OpenDataDir(dir, "b", io.Discard); !errors.Is(err, ErrForeignDataDir) {
+		t.Fatalf("opening a's data dir as b: %v", err)
+	}
+	d, err = OpenDataDir(dir, "a", io.Discard)
+	if err != nil {
+		t.Fatalf("reopen as a: %v", err)
+	}
+	d.Close()
+}
+
+func FuzzDecodeCommand(f *testing.F) {
+	good, _ := EncodeCommand(Command{Op: OpNodeUpsert, Node: "a", State: scheduler.StateActive, Time: t0})
+	f.Add(good)
+	f.Add([]byte{1, '{', '}'})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := DecodeCommand(b)
+		if err != nil {
+			return
+		}
+		enc, err := EncodeCommand(c)
+		if err != nil {
+			t.Fatalf("decoded command does not encode: %v", err)
+		}
+		if _, err := DecodeCommand(enc); err != nil {
+			t.Fatalf("re-decode: %v", err)
+		}
+	})
+}
+
+func FuzzRestoreSnapshot(f *testing.F) {
+	f.Add([]byte{1, '{', '}'})
+	f.Add([]byte(`{"plan":{}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		g := NewFSM(nil, nil)
+		_ = g.Raft().Restore(io.NopCloser(bytes.NewReader(b)))
+		_ = g.Plan()
+	})
+}
+
+type memSink struct{ bytes.Buffer }
+
+func (m *memSink) ID() string    { return "mem" }
+func (m *memSink) Cancel() error { return nil }
+func (m *memSink) Close() error  { return nil }

@@ -1,0 +1,357 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+)
+
+// ErrDial is matched (errors.Is) by every error that means a forwarded
+// request was not delivered because no usable connection to the peer
+// could be established: address resolution, a timeout, a refusal by the
+// shutting-down peer, or a failed TLS handshake on either side. Such a
+// request never reached the peer's backend, so it is safe to retry it on
+// another peer whatever its method. Errors returned by PeerClient carry
+// details as a *DialError.
+var ErrDial = errors.New("peer not reachable")
+
+// errPeerClientClosed is returned by a PeerClient after Close.
+var errPeerClientClosed = fmt.Errorf("peer client: %w", net.ErrClosed)
+
+// DialError reports that a request could not be delivered to a peer
+// because no connection to it could be established. It matches ErrDial.
+type DialError struct {
+	Peer string // node name of the peer
+	Addr string // address that was dialled
+	Err  error  // the underlying cause
+}
+
+func (e *DialError) Error() string {
+	return fmt.Sprintf("dial peer %s at %s: %v", e.Peer, e.Addr, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *DialError) Unwrap() error { return e.Err }
+
+// Is reports whether target is ErrDial.
+func (e *DialError) Is(target error) bool { return target == ErrDial }
+
+// PeerTarget names the peer a request is forwarded to.
+type PeerTarget struct {
+	// Name is the peer's node name. The peer's certificate must name
+	// exactly this node, and the PeerClient keeps one connection per name.
+	Name string
+	// Addr is the UDP host:port of the peer's PeerServer.
+	Addr string
+}
+
+type peerTargetCtxKey struct{}
+
+// WithPeerTarget returns a copy of ctx that tells PeerClient.RoundTrip
+// where to send a request.
+func WithPeerTarget(ctx context.Context, t PeerTarget) context.Context {
+	return context.WithValue(ctx, peerTargetCtxKey{}, t)
+}
+
+// PeerTargetFromContext returns the target set by WithPeerTarget.
+func PeerTargetFromContext(ctx context.Context) (PeerTarget, bool) {
+	t, ok := ctx.Value(peerTargetCtxKey{}).(PeerTarget)
+	return t, ok
+}
+
+// PeerClient forwards HTTP requests to peers over the QUIC peer channel.
+// It keeps one long-lived, multiplexed connection per peer (keyed by node
+// name), dialled from its PeerServer's UDP socket when the first request
+// needs it, and redialled by the next request after it is lost. Each
+// connection verifies that the peer's certificate chains to the cluster
+// CA and names the expected node, and presents this node's certificate.
+//
+// PeerClient is an http.RoundTripper, meant as the Transport of an
+// httputil.ReverseProxy: the proxy's Rewrite picks the peer and attaches
+// it with WithPeerTarget. Request and response bodies are streamed in both
+// directions with bounded buffering; cancelling a request's context
+// resets its stream, which cancels the handler's context on the peer.
+//
+// A PeerClient is safe for concurrent use. Get it from PeerServer.Client.
+type PeerClient struct {
+	srv *PeerServer
+
+	mu     sync.Mutex
+	closed bool
+	peers  map[string]*peerConn
+	wg     sync.WaitGroup // background closes of replaced connections
+}
+
+// peerConn is the connection pool for one peer. http3.Transport keeps at
+// most one connection per address, and every request to the peer uses
+// the same address, so it holds exactly one.
+type peerConn struct {
+	addr string
+	rt   *http3.Transport
+}
+
+func newPeerClient(s *PeerServer) *PeerClient {
+	return &PeerClient{srv: s, peers: map[string]*peerConn{}}
+}
+
+// RoundTrip sends req to the peer attached to its context with
+// WithPeerTarget; see RoundTripPeer.
+func (c *PeerClient) RoundTrip(req *http.Request) (*http.Response, error) {
+	t, ok := PeerTargetFromContext(req.Context())
+	if !ok {
+		closeRequestBody(req)
+		return nil, errors.New("forward request: no peer target in request context")
+	}
+	return c.RoundTripPeer(req, t)
+}
+
+// RoundTripPeer sends req to peer t and returns its response, following
+// the http.RoundTripper contract: it does not modify req, closes its body
+// (also on error), and the caller must close the response body.
+//
+// The request is sent to t.Addr whatever the scheme and host of req.URL;
+// its path and query are kept. The HTTP/3 :authority is req.Host, or
+// t.Addr if that is empty, so a proxy preserves the client's Host by
+// setting req.Host.
+//
+// An error matching ErrDial (a *DialError) means the request did not
+// reach the peer. Other errors may come after the peer began serving the
+// request; a context error means req's context ended.
+func (c *PeerClient) RoundTripPeer(req *http.Request, t PeerTarget) (*http.Response, error) {
+	rt, err := c.transport(t)
+	if err != nil {
+		closeRequestBody(req)
+		return nil, err
+	}
+	out := req
+	if req.URL.Scheme != "https" || req.URL.Host != t.Addr {
+		u := *req.URL
+		u.Scheme, u.Host = "https", t.Addr
+		r2 := *req // shallow copy: req must not be modified
+		r2.URL = &u
+		out = &r2
+	}
+	resp, err := rt.RoundTrip(out)
+	if err != nil {
+		return nil, c.classify(t, err)
+	}
+	return resp, nil
+}
+
+// ClosePeer closes the connection to the peer called name, aborting its
+// requests in flight. Call it when the peer leaves the cluster. A later
+// request to the peer dials a new connection.
+func (c *PeerClient) ClosePeer(name string) {
+	c.mu.Lock()
+	pc := c.peers[name]
+	delete(c.peers, name)
+	c.mu.Unlock()
+	if pc != nil {
+		_ = pc.rt.Close()
+		c.srv.logger.Debug("closed peer connection", "peer", name, "addr", pc.addr)
+	}
+}
+
+// Close closes every peer connection, aborting requests in flight. Later
+// requests fail. Close is idempotent; PeerServer.Shutdown calls it.
+func (c *PeerClient) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	peers := c.peers
+	c.peers = nil
+	c.mu.Unlock()
+
+	var errs []error
+	for name, pc := range peers {
+		if err := pc.rt.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close connection to peer %s: %w", name, err))
+		}
+	}
+	c.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// transport returns the connection pool for t, creating it if needed. If
+// the peer's address changed, the old connection is closed.
+func (c *PeerClient) transport(t PeerTarget) (*http3.Transport, error) {
+	if t.Name == "" {
+		return nil, &DialError{Peer: t.Name, Addr: t.Addr, Err: errors.New("empty peer name")}
+	}
+	if _, _, err := net.SplitHostPort(t.Addr); err != nil {
+		return nil, &DialError{Peer: t.Name, Addr: t.Addr, Err: err}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, errPeerClientClosed
+	}
+	pc := c.peers[t.Name]
+	if pc != nil && pc.addr == t.Addr {
+		return pc.rt, nil
+	}
+	if pc != nil {
+		// Closing waits for a dial in progress, so do it in the
+		// background; Close waits for it.
+		old := pc
+		c.wg.Go(func() { _ = old.rt.Close() })
+		c.srv.logger.Info("peer address changed", "peer", t.Name, "addr", t.Addr, "old_addr", old.addr)
+	}
+	pc = &peerConn{addr: t.Addr, rt: c.newTransport(t)}
+	c.peers[t.Name] = pc
+	return pc.rt, nil
+}
+
+func (c *PeerClient) newTransport(t PeerTarget) *http3.Transport {
+	return &http3.Transport{
+		TLSClientConfig: c.srv.tls.ClientConfig(t.Name, http3.NextProtoH3),
+		QUICConfig:      c.srv.cfg.quicConfig(false),
+		Dial: func(ctx context.Context, _ string, tlsConf *tls.Config, qc *quic.Config) (*quic.Conn, error) {
+			return c.dial(ctx, t, tlsConf, qc)
+		},
+		// A forwarding proxy passes encodings through untouched.
+		DisableCompression:     true,
+		MaxResponseHeaderBytes: c.srv.cfg.MaxHeaderBytes,
+		Logger:                 c.srv.logger,
+	}
+}
+
+// dial establishes a connection to t for http3.Transport, which calls it
+// on a goroutine of its own, shared by all requests waiting for the
+// connection.
+func (c *PeerClient) dial(ctx context.Context, t PeerTarget, tlsConf *tls.Config, qc *quic.Config) (*quic.Conn, error) {
+	start := time.Now()
+	conn, err := c.handshake(ctx, t, tlsConf, qc)
+	result := dialResult(err)
+	c.srv.metrics.dials.WithLabelValues(result).Inc()
+	if err != nil {
+		log := c.srv.logger.Debug
+		if result == dialTLS {
+			// A peer with the wrong identity is a configuration or
+			// security problem, unlike a peer that is merely down.
+			if _, ok := c.srv.warnings.allow("dial " + t.Name); ok {
+				log = c.srv.logger.Warn
+			}
+		}
+		log("dial peer failed", "peer", t.Name, "addr", t.Addr, "result", result, "error", err)
+		return nil, &DialError{Peer: t.Name, Addr: t.Addr, Err: err}
+	}
+	gauge := c.srv.metrics.conns.WithLabelValues(directionOutbound)
+	gauge.Inc()
+	context.AfterFunc(conn.Context(), gauge.Dec)
+	c.srv.logger.Debug("dialled peer", "peer", t.Name, "addr", t.Addr, "duration", time.Since(start))
+	return conn, nil
+}
+
+func (c *PeerClient) handshake(ctx context.Context, t PeerTarget, tlsConf *tls.Config, qc *quic.Config) (*quic.Conn, error) {
+	qtr := c.srv.dialer.Load()
+	if qtr == nil {
+		return nil, errors.New("peer channel is not running")
+	}
+	// The connection inherits the values of the dial context for its
+	// whole life, so dial from a fresh context rather than from the
+	// request that happened to trigger the dial; only its cancellation is
+	// carried over.
+	timeout := c.srv.cfg.DialTimeout
+	dctx, cancel := context.WithTimeoutCause(context.Background(), timeout,
+		fmt.Errorf("no handshake within %s: %w", timeout, context.DeadlineExceeded))
+	defer cancel()
+	defer context.AfterFunc(ctx, cancel)()
+
+	raddr, err := resolveUDPAddr(dctx, t.Addr)
+	if err != nil {
+		return nil, err
+	}
+	// On timeout or cancellation Dial returns context.Cause(dctx).
+	return qtr.Dial(dctx, raddr, tlsConf, qc)
+}
+
+// classify turns an http3 error into a DialError when the request cannot
+// have reached the peer, and otherwise adds the peer to it.
+func (c *PeerClient) classify(t PeerTarget, err error) error {
+	if errors.Is(err, ErrDial) {
+		return err
+	}
+	if errors.Is(err, http3.ErrTransportClosed) {
+		// ClosePeer or Close won the race against this request, which was
+		// never sent.
+		return &DialError{Peer: t.Name, Addr: t.Addr, Err: err}
+	}
+	// In TLS 1.3 the client finishes its handshake before the server has
+	// verified the client certificate, so a peer that refuses this node's
+	// certificate (or Authorize refuses the node) closes the connection
+	// just after the dial returned. The server never accepted the
+	// connection, so no request on it was served.
+	var te *quic.TransportError
+	if errors.As(err, &te) && te.Remote && te.ErrorCode.IsCryptoError() {
+		if _, ok := c.srv.warnings.allow("refused by " + t.Name); ok {
+			c.srv.logger.Warn("peer refused this node's certificate", "peer", t.Name, "addr", t.Addr, "error", err)
+		}
+		return &DialError{Peer: t.Name, Addr: t.Addr, Err: fmt.Errorf("peer refused the handshake: %w", err)}
+	}
+	return fmt.Errorf("forward to peer %s at %s: %w", t.Name, t.Addr, err)
+}
+
+func dialResult(err error) string {
+	if err == nil {
+		return dialSuccess
+	}
+	var te *quic.TransportError
+	var timeout interface{ Timeout() bool }
+	switch {
+	case errors.As(err, &te) && te.ErrorCode.IsCryptoError():
+		return dialTLS
+	case errors.As(err, &te) && te.ErrorCode == quic.ConnectionRefused:
+		return dialRefused
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &timeout) && timeout.Timeout():
+		return dialTimeout
+	case errors.Is(err, context.Canceled):
+		return dialCanceled
+	default:
+		return dialError
+	}
+}
+
+// resolveUDPAddr resolves host:port, without a DNS lookup for IP
+// literals.
+func resolveUDPAddr(ctx context.Context, addr string) (*net.UDPAddr, error) {
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		return net.UDPAddrFromAddrPort(ap), nil
+	}
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("invalid port %q", portStr)
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return nil, err
+	}
+	return net.UDPAddrFromAddrPort(netip.AddrPortFrom(ips[0].Unmap(), uint16(port))), nil
+}
+
+func closeRequestBody(req *http.Request) {
+	if req.Body != nil && req.Body != http.NoBody {
+		_ = req.Body.Close()
+	}
+}
+
+var _ http.RoundTripper = (*PeerClient)(nil)
+var _ io.Closer = (*PeerClient)(nil)
