@@ -121,6 +121,9 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var body *trackedBody
 	if r.Body != nil && r.Body != http.NoBody {
+		// Let a response stream back while the request body still
+		// streams in (HTTP/1.1 is half duplex in net/http by default).
+		http.NewResponseController(w).EnableFullDuplex()
 		body = &trackedBody{rc: r.Body}
 		r.Body = body
 	}

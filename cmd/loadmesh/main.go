@@ -44,7 +44,7 @@ leader that holds the capacity plan, and forward requests to each other.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newAgentCmd(), newBackendCmd(), newStatusCmd(), newMembersCmd(), newKeygenCmd(), newVersionCmd())
+	root.AddCommand(newAgentCmd(), newBackendCmd(), newStatusCmd(), newMembersCmd(), newKeygenCmd(), newTLSCmd(), newVersionCmd())
 	return root
 }
 

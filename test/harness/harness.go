@@ -38,6 +38,11 @@ type Options struct {
 	DeadServerGrace time.Duration
 	// MaxVoters overrides the default of 5.
 	MaxVoters int
+	// IngressOnly lists nodes (by index) started without a backend.
+	IngressOnly []int
+	// CAFor, when set and returning non-nil, issues node i's certificate
+	// from another CA than the cluster's.
+	CAFor func(i int) *transport.CA
 	// Tune adjusts each agent's config before it starts.
 	Tune func(i int, cfg *agent.Config)
 }
@@ -118,7 +123,8 @@ func (c *Cluster) config(t testing.TB, i, n int) agent.Config {
 func (c *Cluster) startNode(t testing.TB, cfg agent.Config) *Node {
 	t.Helper()
 	node := &Node{Cfg: cfg}
-	if c.opts.Backends && cfg.Backend == "" {
+	i := len(c.Nodes)
+	if c.opts.Backends && cfg.Backend == "" && !slices.Contains(c.opts.IngressOnly, i) {
 		b, err := demo.Start("127.0.0.1:0", cfg.Name+"-backend", c.opts.BackendDelay)
 		if err != nil {
 			t.Fatal(err)
@@ -126,7 +132,13 @@ func (c *Cluster) startNode(t testing.TB, cfg agent.Config) *Node {
 		node.Backend = b
 		node.Cfg.Backend = b.URL()
 	}
-	id, err := transport.DevMutualTLS(cfg.Name, c.CA)
+	ca := c.CA
+	if c.opts.CAFor != nil {
+		if other := c.opts.CAFor(i); other != nil {
+			ca = other
+		}
+	}
+	id, err := transport.DevMutualTLS(cfg.Name, ca)
 	if err != nil {
 		t.Fatal(err)
 	}

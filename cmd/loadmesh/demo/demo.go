@@ -85,6 +85,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("X-Backend", s.name)
 	if q.Get("echo") != "" {
+		// Stream the body back as it arrives (HTTP/1.1 needs full duplex
+		// for that).
+		http.NewResponseController(w).EnableFullDuplex()
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.WriteHeader(status)
 		io.Copy(w, r.Body)
