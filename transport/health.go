@@ -1,0 +1,166 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// HealthConfig tunes the active health check of a node's own backend.
+type HealthConfig struct {
+	// URL is checked with GET; a 2xx or 3xx answer is a pass.
+	URL string
+	// Interval between checks. Default 1s.
+	Interval time.Duration
+	// Timeout of one check; must be below Interval. Default 500ms.
+	Timeout time.Duration
+	// Rise consecutive passes make an unhealthy backend healthy. Default 2.
+	Rise int
+	// Fall consecutive failures make a healthy backend unhealthy. Default 2.
+	Fall int
+}
+
+// DefaultHealthConfig returns the defaults, without a URL.
+func DefaultHealthConfig() HealthConfig {
+	return HealthConfig{Interval: time.Second, Timeout: 500 * time.Millisecond, Rise: 2, Fall: 2}
+}
+
+// Validate reports every problem with c.
+func (c HealthConfig) Validate() error {
+	var errs []error
+	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("health check URL %q is not an http(s) URL", c.URL))
+	}
+	if c.Interval <= 0 {
+		errs = append(errs, fmt.Errorf("health interval %s must be positive", c.Interval))
+	}
+	if c.Timeout <= 0 || c.Timeout >= c.Interval {
+		errs = append(errs, fmt.Errorf("health timeout %s must be positive and below the interval %s", c.Timeout, c.Interval))
+	}
+	if c.Rise < 1 || c.Fall < 1 {
+		errs = append(errs, fmt.Errorf("health rise %d and fall %d must be at least 1", c.Rise, c.Fall))
+	}
+	return errors.Join(errs...)
+}
+
+// HealthChecker actively checks the local backend. The backend starts
+// healthy (so a node serves as soon as it starts) until Fall checks fail.
+type HealthChecker struct {
+	cfg      HealthConfig
+	client   *http.Client
+	log      *slog.Logger
+	onChange func(healthy bool)
+
+	healthy atomic.Bool
+	// run state, owned by the loop goroutine
+	passes, fails int
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+	once sync.Once
+}
+
+// NewHealthChecker validates cfg. onChange (optional) is called from the
+// checker's goroutine whenever health flips.
+func NewHealthChecker(cfg HealthConfig, log *slog.Logger, onChange func(healthy bool)) (*HealthChecker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &HealthChecker{
+		cfg:      cfg,
+		client:   &http.Client{Timeout: cfg.Timeout, Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}},
+		log:      log.With("component", "transport"),
+		onChange: onChange,
+		stop:     make(chan struct{}),
+	}
+	h.healthy.Store(true)
+	return h, nil
+}
+
+// Healthy reports the backend's current health.
+func (h *HealthChecker) Healthy() bool { return h.healthy.Load() }
+
+// Start runs the first check at once and then one per interval.
+func (h *HealthChecker) Start() {
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		t := time.NewTicker(h.cfg.Interval)
+		defer t.Stop()
+		for {
+			h.check()
+			select {
+			case <-h.stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+}
+
+// Shutdown stops the checks and waits for the loop. Idempotent.
+func (h *HealthChecker) Shutdown() {
+	h.once.Do(func() { close(h.stop) })
+	h.wg.Wait()
+	h.client.CloseIdleConnections()
+}
+
+func (h *HealthChecker) check() {
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-h.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	err := h.probe(ctx)
+	if err == nil {
+		h.passes, h.fails = h.passes+1, 0
+	} else {
+		h.passes, h.fails = 0, h.fails+1
+	}
+	was := h.healthy.Load()
+	switch {
+	case was && h.fails >= h.cfg.Fall:
+		h.healthy.Store(false)
+		h.log.Warn("backend is unhealthy", "url", h.cfg.URL, "error", err, "failures", h.fails)
+	case !was && h.passes >= h.cfg.Rise:
+		h.healthy.Store(true)
+		h.log.Info("backend is healthy again", "url", h.cfg.URL)
+	default:
+		return
+	}
+	if h.onChange != nil {
+		h.onChange(h.healthy.Load())
+	}
+}
+
+func (h *HealthChecker) probe(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.cfg.URL, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("User-Agent", "loadmesh-health-check")
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if resp.StatusCode >= 400 {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return nil
+}
