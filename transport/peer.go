@@ -385,9 +385,17 @@ func (s *PeerServer) serveConn(conn *quic.Conn) {
 	s.logger.Debug("peer connected", "peer", name, "addr", addr)
 
 	err := s.h3.ServeQUICConn(conn)
-	// The connection may still be open: ServeQUICConn refuses to start
-	// once Shutdown has begun, and it is the caller's job to close it.
-	_ = conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
+	// The connection is still open only if ServeQUICConn refused to serve
+	// it because Shutdown had begun (a handshake that was under way when
+	// draining started); closing it is then up to us. No request on it was
+	// processed, and H3_REQUEST_REJECTED tells the dialling PeerClient so,
+	// which reports a DialError. On any other connection this is a no-op:
+	// the first close wins.
+	code := http3.ErrCodeNoError
+	if errors.Is(err, http.ErrServerClosed) {
+		code = http3.ErrCodeRequestRejected
+	}
+	_ = conn.CloseWithError(quic.ApplicationErrorCode(code), "shutting down")
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		s.logger.Debug("peer disconnected", "peer", name, "addr", addr, "error", err)
 		return

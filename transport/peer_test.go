@@ -21,6 +21,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
 )
 
 // ptScale multiplies a test timeout by LOADMESH_TIMESCALE (default 1),
@@ -70,6 +72,9 @@ func ptLogger(t testing.TB, node string) *slog.Logger {
 	w := &ptLogWriter{t: t}
 	t.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
 	level := slog.LevelInfo
+	if _, ok := t.(*testing.B); ok {
+		level = slog.LevelWarn // keep benchmark output readable
+	}
 	if os.Getenv("LOADMESH_TEST_DEBUG") != "" {
 		level = slog.LevelDebug
 	}
@@ -82,21 +87,15 @@ func ptConfig() PeerConfig {
 	cfg := DefaultPeerConfig()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.DialTimeout = ptScale(2 * time.Second)
-	if v, err := strconv.ParseUint(os.Getenv("XSW"), 10, 64); err == nil {
-		cfg.StreamReceiveWindow = v << 20
-	}
-	if v, err := strconv.ParseUint(os.Getenv("XCW"), 10, 64); err == nil {
-		cfg.ConnectionReceiveWindow = v << 20
-	}
 	return cfg
 }
 
 // ptNode is one started PeerServer, shut down when the test ends.
 type ptNode struct {
-	name    string
-	srv     *PeerServer
-	tls     *MutualTLS
-	reg     *prometheus.Registry
+	name              string
+	srv               *PeerServer
+	tls               *MutualTLS
+	reg               *prometheus.Registry
 	ignoreShutdownErr bool
 }
 
@@ -320,9 +319,20 @@ func (h *ptHeapPeak) growth() uint64 {
 }
 
 func TestPeerStreamsLargeBodiesWithBoundedMemory(t *testing.T) {
+	// LOADMESH_TEST_STREAM_MIB overrides the body size, e.g. 1024 for the
+	// 1 GiB check; -short uses a small body and skips the heap check.
 	size := int64(256 << 20)
-	if testing.Short() {
+	if mib, err := strconv.ParseInt(os.Getenv("LOADMESH_TEST_STREAM_MIB"), 10, 64); err == nil && mib > 0 {
+		size = mib << 20
+	} else if testing.Short() {
 		size = 32 << 20
+	}
+	// The flow-control windows (8 MiB per stream, 32 MiB per connection by
+	// default) bound what is buffered; a quarter of the body is far above
+	// that yet far below buffering the body.
+	limit := uint64(size / 4)
+	if testing.Short() {
+		limit = max(limit, 256<<20)
 	}
 	pattern := make([]byte, 64<<10+7) // odd length: chunks never line up
 	_, _ = rand.Read(pattern)
@@ -351,8 +361,6 @@ func TestPeerStreamsLargeBodiesWithBoundedMemory(t *testing.T) {
 	if _, _, err := ptDo(t.Context(), a.client(), b.target(), http.MethodGet, "/none", nil); err != nil {
 		t.Fatal(err)
 	}
-	limit := uint64(size / 4)
-
 	t.Run("upload", func(t *testing.T) {
 		heap := startPTHeapPeak()
 		start := time.Now()
@@ -883,5 +891,50 @@ func TestPeerLogLimiter(t *testing.T) {
 	l.last["a"] = time.Now().Add(-2 * time.Hour)
 	if n, ok := l.allow("a"); !ok || n != 3 {
 		t.Fatalf("allow = %d, %v; want 3 suppressed", n, ok)
+	}
+}
+
+func TestPeerErrorClassification(t *testing.T) {
+	srv, err := NewPeerServer(ptConfig(), PeerDeps{TLS: testMutualTLS(t, testCA(t, "ca"), "node-a"), Handler: ptEcho()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := srv.Client()
+	target := PeerTarget{Name: "node-b", Addr: "127.0.0.1:7443"}
+	cryptoErr := quic.TransportErrorCode(0x100 + 42) // TLS alert bad_certificate
+	rejected := &http3.Error{Remote: true, ErrorCode: http3.ErrCodeRequestRejected}
+	for _, tc := range []struct {
+		name     string
+		err      error
+		wantDial bool
+		result   string // dialResult of err
+	}{
+		{"dial error", &DialError{Peer: "node-b", Err: errors.New("x")}, true, dialError},
+		{"closed by ClosePeer", http3.ErrTransportClosed, true, dialError},
+		{"peer refused our certificate", &quic.TransportError{Remote: true, ErrorCode: cryptoErr}, true, dialTLS},
+		{"we refused its certificate", &quic.TransportError{ErrorCode: cryptoErr}, false, dialTLS},
+		{"connection refused", &quic.TransportError{Remote: true, ErrorCode: quic.ConnectionRefused}, true, dialRefused},
+		{"request rejected", rejected, true, dialError},
+		{"rejected, body not replayable", fmt.Errorf("http3: cannot retry err [%w] after Request.Body was written", rejected), true, dialError},
+		{"request cancelled by peer", &http3.Error{Remote: true, ErrorCode: http3.ErrCodeRequestCanceled}, false, dialError},
+		{"handshake timeout", &quic.HandshakeTimeoutError{}, false, dialTimeout},
+		{"deadline", fmt.Errorf("no handshake within 1s: %w", context.DeadlineExceeded), false, dialTimeout},
+		{"canceled", context.Canceled, false, dialCanceled},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := c.classify(target, tc.err)
+			if errors.Is(got, ErrDial) != tc.wantDial {
+				t.Errorf("classify(%v) = %v; ErrDial = %v, want %v", tc.err, got, !tc.wantDial, tc.wantDial)
+			}
+			if !errors.Is(got, tc.err) {
+				t.Errorf("classify(%v) = %v, which does not wrap the cause", tc.err, got)
+			}
+			if r := dialResult(tc.err); r != tc.result {
+				t.Errorf("dialResult(%v) = %s, want %s", tc.err, r, tc.result)
+			}
+		})
+	}
+	if err := srv.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -19,11 +19,13 @@ import (
 
 // ErrDial is matched (errors.Is) by every error that means a forwarded
 // request was not delivered because no usable connection to the peer
-// could be established: address resolution, a timeout, a refusal by the
-// shutting-down peer, or a failed TLS handshake on either side. Such a
-// request never reached the peer's backend, so it is safe to retry it on
-// another peer whatever its method. Errors returned by PeerClient carry
-// details as a *DialError.
+// could be established (address resolution, a timeout, a refusal by the
+// shutting-down peer, a failed TLS handshake on either side), or because
+// the peer rejected it unprocessed while shutting down. Such a request
+// never reached the peer's backend, so it is safe to retry it on another
+// peer whatever its method. PeerClient returns it as a *DialError. As
+// RoundTrip closes the request body, a retry with a body needs a body the
+// caller kept (or Request.GetBody).
 var ErrDial = errors.New("peer not reachable")
 
 // errPeerClientClosed is returned by a PeerClient after Close.
@@ -129,6 +131,10 @@ func (c *PeerClient) RoundTrip(req *http.Request) (*http.Response, error) {
 // reach the peer. Other errors may come after the peer began serving the
 // request; a context error means req's context ended.
 func (c *PeerClient) RoundTripPeer(req *http.Request, t PeerTarget) (*http.Response, error) {
+	if req.URL == nil {
+		closeRequestBody(req)
+		return nil, errors.New("forward request: nil url")
+	}
 	rt, err := c.transport(t)
 	if err != nil {
 		closeRequestBody(req)
@@ -295,13 +301,24 @@ func (c *PeerClient) classify(t PeerTarget, err error) error {
 	// verified the client certificate, so a peer that refuses this node's
 	// certificate (or Authorize refuses the node) closes the connection
 	// just after the dial returned. The server never accepted the
-	// connection, so no request on it was served.
+	// connection, so no request on it was served. The same holds for
+	// CONNECTION_REFUSED.
 	var te *quic.TransportError
-	if errors.As(err, &te) && te.Remote && te.ErrorCode.IsCryptoError() {
-		if _, ok := c.srv.warnings.allow("refused by " + t.Name); ok {
-			c.srv.logger.Warn("peer refused this node's certificate", "peer", t.Name, "addr", t.Addr, "error", err)
+	if errors.As(err, &te) && te.Remote && (te.ErrorCode.IsCryptoError() || te.ErrorCode == quic.ConnectionRefused) {
+		if te.ErrorCode.IsCryptoError() {
+			if _, ok := c.srv.warnings.allow("refused by " + t.Name); ok {
+				c.srv.logger.Warn("peer refused this node's certificate", "peer", t.Name, "addr", t.Addr, "error", err)
+			}
 		}
-		return &DialError{Peer: t.Name, Addr: t.Addr, Err: fmt.Errorf("peer refused the handshake: %w", err)}
+		return &DialError{Peer: t.Name, Addr: t.Addr, Err: fmt.Errorf("peer refused the connection: %w", err)}
+	}
+	// H3_REQUEST_REJECTED, on the stream or the whole connection, means
+	// that the peer did not process the request (RFC 9114, section 8.1):
+	// it was shutting down. http3.Transport retries such requests itself
+	// when it can replay the body; otherwise they end up here.
+	var he *http3.Error
+	if errors.As(err, &he) && he.Remote && he.ErrorCode == http3.ErrCodeRequestRejected {
+		return &DialError{Peer: t.Name, Addr: t.Addr, Err: fmt.Errorf("peer rejected the request unprocessed: %w", err)}
 	}
 	return fmt.Errorf("forward to peer %s at %s: %w", t.Name, t.Addr, err)
 }

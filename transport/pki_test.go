@@ -252,7 +252,7 @@ func TestNewMutualTLSRefusesBadIdentity(t *testing.T) {
 
 // handshake runs a TLS handshake over an in-memory pipe and returns both
 // sides' errors and connection states.
-func handshake(t *testing.T, server, client *tls.Config) (serverErr, clientErr error, serverState, clientState tls.ConnectionState) {
+func handshake(t *testing.T, server, client *tls.Config) (serverState, clientState tls.ConnectionState, serverErr, clientErr error) {
 	t.Helper()
 	sc, cc := net.Pipe()
 	defer sc.Close()
@@ -284,7 +284,7 @@ func handshake(t *testing.T, server, client *tls.Config) (serverErr, clientErr e
 		cc.Close()
 	}
 	wg.Wait()
-	return serverErr, clientErr, serverState, clientState
+	return serverState, clientState, serverErr, clientErr
 }
 
 func TestMutualTLSHandshake(t *testing.T) {
@@ -316,7 +316,7 @@ func TestMutualTLSHandshake(t *testing.T) {
 			cliErr: "expired", serverErr: "bad certificate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			serverErr, clientErr, ss, cs := handshake(t, tc.server.ServerConfig("h3"), tc.client.ClientConfig(tc.peerName, "h3"))
+			ss, cs, serverErr, clientErr := handshake(t, tc.server.ServerConfig("h3"), tc.client.ClientConfig(tc.peerName, "h3"))
 			check := func(side string, err error, want string) {
 				t.Helper()
 				switch {
@@ -373,7 +373,7 @@ func TestMutualTLSReload(t *testing.T) {
 	if after.Equal(before) {
 		t.Fatal("Reload did not replace the certificate")
 	}
-	_, clientErr, _, cs := handshake(t, server, testMutualTLS(t, ca, "node-b").ClientConfig("node-a"))
+	_, cs, _, clientErr := handshake(t, server, testMutualTLS(t, ca, "node-b").ClientConfig("node-a"))
 	if clientErr != nil {
 		t.Fatal(clientErr)
 	}
