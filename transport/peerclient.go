@@ -56,6 +56,9 @@ type PeerTarget struct {
 	Name string
 	// Addr is the UDP host:port of the peer's PeerServer.
 	Addr string
+	// Local, in a Picker's answer, means "serve with this node's own
+	// backend"; Name is then this node's name and Addr is empty.
+	Local bool
 }
 
 type peerTargetCtxKey struct{}

@@ -154,6 +154,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		return err
 	}
 	a.peers = newPeerView(a.cfg.Name, a.peer.Client())
+	if a.backend != nil {
+		a.peers.localHeadroom = a.backend.HasHeadroom
+	}
 	a.ingress = transport.NewIngress(transport.IngressConfig{
 		NodeName:        a.cfg.Name,
 		UpstreamTimeout: a.cfg.UpstreamTimeout,

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,10 +23,13 @@ const peerRefresh = 100 * time.Millisecond
 // pointer. It implements scheduler.PeerSource and transport.Picker, and
 // closes the peer connection of a node that leaves.
 type peerView struct {
-	self     string
-	client   *transport.PeerClient
-	selector *scheduler.Selector
-	peers    atomic.Pointer[[]scheduler.Peer]
+	self string
+	// localHeadroom reports whether the local backend can take one more
+	// request; nil on an ingress-only node.
+	localHeadroom func() bool
+	client        *transport.PeerClient
+	selector      *scheduler.Selector
+	peers         atomic.Pointer[[]scheduler.Peer]
 
 	stopCh chan struct{}
 	wg     sync.WaitGroup
@@ -99,8 +103,12 @@ func (v *peerView) Peers() []scheduler.Peer {
 	return append([]scheduler.Peer(nil), *v.peers.Load()...)
 }
 
-// Pick implements transport.Picker.
+// Pick implements transport.Picker: the local backend while it has
+// headroom, else a peer.
 func (v *peerView) Pick(r *http.Request, tried []string) (transport.PeerTarget, error) {
+	if v.localHeadroom != nil && v.localHeadroom() && !slices.Contains(tried, v.self) {
+		return transport.PeerTarget{Name: v.self, Local: true}, nil
+	}
 	p, err := v.selector.Pick(tried)
 	if err != nil {
 		return transport.PeerTarget{}, transport.ErrNoPeer
