@@ -31,6 +31,10 @@ func applySources(fs *pflag.FlagSet, configFile string, skip map[string]bool) (m
 			return nil, fmt.Errorf("config file: %w", err)
 		}
 		if err := yaml.Unmarshal(b, &fileVals); err != nil {
+			var te *yaml.TypeError
+			if errors.As(err, &te) {
+				return nil, fmt.Errorf("config file %s: want a mapping of flag names to values (%s)", configFile, strings.Join(te.Errors, "; "))
+			}
 			return nil, fmt.Errorf("config file %s: %v", configFile, firstLine(err.Error()))
 		}
 		var unknown []string
@@ -42,6 +46,17 @@ func applySources(fs *pflag.FlagSet, configFile string, skip map[string]bool) (m
 		if len(unknown) > 0 {
 			sort.Strings(unknown)
 			return nil, fmt.Errorf("config file %s: unknown key(s) %s", configFile, strings.Join(unknown, ", "))
+		}
+		// Check every value's shape, including those the command line or
+		// the environment override: a broken file is an error either way.
+		var shapeErrs []error
+		for k, v := range fileVals {
+			if err := checkShape(fs.Lookup(k), v); err != nil {
+				shapeErrs = append(shapeErrs, fmt.Errorf("config file %s: %s: %v", configFile, k, err))
+			}
+		}
+		if err := errors.Join(shapeErrs...); err != nil {
+			return nil, err
 		}
 	}
 
@@ -94,4 +109,36 @@ func firstLine(s string) string {
 		return s[:i]
 	}
 	return s
+}
+
+// checkShape accepts a plain value, or a list of plain values for flags
+// that take a list.
+func checkShape(f *pflag.Flag, v any) error {
+	_, isList := f.Value.(pflag.SliceValue)
+	switch x := v.(type) {
+	case nil:
+		return nil
+	case []any:
+		if !isList {
+			return errors.New("want a single value, not a list")
+		}
+		for _, item := range x {
+			if !isScalar(item) {
+				return errors.New("list items must be plain values")
+			}
+		}
+		return nil
+	}
+	if !isScalar(v) {
+		return errors.New("want a single value, not a mapping")
+	}
+	return nil
+}
+
+func isScalar(v any) bool {
+	switch v.(type) {
+	case string, bool, int, int64, uint64, float64:
+		return true
+	}
+	return false
 }
