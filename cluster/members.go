@@ -185,7 +185,9 @@ func (c *Cluster) statusOf(e *memberEntry, now time.Time) MemberStatus {
 	if e.status != StatusAlive || e.name == c.cfg.NodeName {
 		return e.status
 	}
-	window := time.Duration(2*len(c.members)+2) * c.cfg.ProbeInterval
+	// Generous on purpose: this is a hint for operators, and under CPU
+	// pressure probe answers are late without anything being wrong.
+	window := max(5*time.Second, time.Duration(3*(len(c.members)+1))*c.cfg.ProbeInterval)
 	last := c.acks[e.name]
 	if last.Before(e.since) {
 		last = e.since

@@ -70,14 +70,18 @@ func TestIngressOnlyNodeForwardsEverything(t *testing.T) {
 				req.Header.Set("X-Forwarded-For", "203.0.113.9")
 				resp, err := hc.Do(req)
 				if err != nil {
-					failures.Add(1)
+					if failures.Add(1) == 1 {
+						t.Logf("first failure: %v", err)
+					}
 					continue
 				}
 				body, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				node := resp.Header.Get(transport.HeaderNode)
 				if resp.StatusCode != 200 || !strings.Contains(string(body), fmt.Sprintf("/r/%d/%d", w, i)) {
-					failures.Add(1)
+					if failures.Add(1) == 1 {
+						t.Logf("first failure: %d %s", resp.StatusCode, body)
+					}
 					continue
 				}
 				mu.Lock()

@@ -70,8 +70,10 @@ type Cluster struct {
 // machines running -race.
 func FastTimers(c *cluster.Config) {
 	c.GossipInterval = 50 * time.Millisecond
-	c.ProbeInterval = 200 * time.Millisecond
-	c.ProbeTimeout = 100 * time.Millisecond
+	// Probes stay long enough that a busy machine running -race does not
+	// suspect healthy nodes.
+	c.ProbeInterval = 300 * time.Millisecond
+	c.ProbeTimeout = 200 * time.Millisecond
 	c.SuspicionMult = 3
 	c.PushPullInterval = time.Second
 	c.ReconcileInterval = 200 * time.Millisecond

@@ -81,10 +81,11 @@ func (v *peerView) refresh(c *cluster.Cluster, plan *store.FSM) {
 		if m.Name == v.self {
 			continue
 		}
-		if m.Status != cluster.StatusAlive {
-			if m.Status == cluster.StatusLeft || m.Status == cluster.StatusDead {
-				v.client.ClosePeer(m.Name)
-			}
+		// A suspect stays a candidate: gossip suspicion is slow and often
+		// wrong under load; request-level failures are handled by retries
+		// and outlier ejection, which react much faster.
+		if m.Status == cluster.StatusLeft || m.Status == cluster.StatusDead {
+			v.client.ClosePeer(m.Name)
 			continue
 		}
 		state, ok := p.StateOf(m.Name)
