@@ -26,7 +26,27 @@ const (
 	OpNodeState Op = "node.state"
 	// OpNodeRemove drops a node from the plan.
 	OpNodeRemove Op = "node.remove"
+	// OpSpecApply replaces the scaling spec (policy, schedules, hooks) with
+	// Doc, a JSON document the leader has validated. The previous spec is
+	// kept in the spec history for rollback.
+	OpSpecApply Op = "spec.apply"
+	// OpAutoscalerState records the autoscaler's internal state (Doc), so
+	// that a new leader continues where the old one stopped.
+	OpAutoscalerState Op = "autoscaler.state"
+	// OpHistoryAppend adds per-minute demand aggregates (Points).
+	OpHistoryAppend Op = "history.append"
 )
+
+// DemandPoint is one minute of cluster demand.
+type DemandPoint struct {
+	Minute time.Time `json:"t"`
+	// RPS is the mean cluster requests/s over the minute.
+	RPS float64 `json:"rps"`
+	// P95 is the worst node p95 latency in seconds.
+	P95 float64 `json:"p95,omitempty"`
+	// Active is the number of active nodes at the end of the minute.
+	Active int `json:"active"`
+}
 
 // Command is one change to the plan, proposed by the leader.
 type Command struct {
@@ -35,6 +55,10 @@ type Command struct {
 	Zone  string              `json:"zone,omitempty"`
 	Tags  map[string]string   `json:"tags,omitempty"`
 	State scheduler.NodeState `json:"state,omitempty"`
+	// Doc is the JSON body of spec.apply and autoscaler.state.
+	Doc json.RawMessage `json:"doc,omitempty"`
+	// Points are the demand aggregates of history.append.
+	Points []DemandPoint `json:"points,omitempty"`
 	// Time is set by the proposer so every replica records the same instant.
 	Time time.Time `json:"time"`
 	Who  string    `json:"who"`
@@ -50,10 +74,18 @@ func (c Command) Validate() error {
 			errs = append(errs, fmt.Errorf("state %q is not a node state", c.State))
 		}
 	case OpNodeRemove:
+	case OpSpecApply, OpAutoscalerState:
+		if !json.Valid(c.Doc) {
+			errs = append(errs, errors.New("doc is not a JSON document"))
+		}
+	case OpHistoryAppend:
+		if len(c.Points) == 0 {
+			errs = append(errs, errors.New("no history points"))
+		}
 	default:
 		errs = append(errs, fmt.Errorf("unknown op %q", c.Op))
 	}
-	if c.Node == "" {
+	if c.Node == "" && (c.Op == OpNodeUpsert || c.Op == OpNodeState || c.Op == OpNodeRemove) {
 		errs = append(errs, errors.New("node name is empty"))
 	}
 	if c.Time.IsZero() {

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,7 +30,33 @@ var ErrUnknownNode = errors.New("node is not in the plan")
 type State struct {
 	Plan   scheduler.Plan    `json:"plan"`
 	Events []scheduler.Event `json:"events"`
+	// Spec is the current scaling spec; SpecHistory the earlier ones,
+	// oldest first, for rollback.
+	Spec        SpecRecord   `json:"spec"`
+	SpecHistory []SpecRecord `json:"spec_history,omitempty"`
+	// Autoscaler is the leader's autoscaler state.
+	Autoscaler json.RawMessage `json:"autoscaler,omitempty"`
+	// History is per-minute cluster demand, oldest first, bounded.
+	History []DemandPoint `json:"history,omitempty"`
 }
+
+// SpecRecord is one version of the scaling spec.
+type SpecRecord struct {
+	// PlanVersion is the plan version that introduced this spec (0: none yet).
+	PlanVersion uint64          `json:"plan_version"`
+	Time        time.Time       `json:"time"`
+	Who         string          `json:"who"`
+	Why         string          `json:"why"`
+	Doc         json.RawMessage `json:"doc,omitempty"`
+}
+
+// Limits bound what the state keeps.
+const (
+	// DefaultSpecHistory is how many earlier specs are kept for rollback.
+	DefaultSpecHistory = 50
+	// DefaultHistoryMinutes is 14 days of per-minute demand.
+	DefaultHistoryMinutes = 14 * 24 * 60
+)
 
 // FSM is the capacity plan as a raft.FSM. Create it with NewFSM and hand
 // FSM.Raft() to raft.NewRaft. Plan and Events are safe to call at any time.
@@ -73,6 +101,50 @@ func (f *FSM) Events(n int) []scheduler.Event {
 	return append([]scheduler.Event(nil), ev...)
 }
 
+// Spec returns the current scaling spec record.
+func (f *FSM) Spec() SpecRecord {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.Spec
+}
+
+// SpecHistory returns the earlier specs, oldest first.
+func (f *FSM) SpecHistory() []SpecRecord {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return append([]SpecRecord(nil), f.st.SpecHistory...)
+}
+
+// SpecAt returns the spec introduced at plan version v, current or earlier.
+func (f *FSM) SpecAt(v uint64) (SpecRecord, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.st.Spec.PlanVersion == v && v != 0 {
+		return f.st.Spec, true
+	}
+	for _, r := range f.st.SpecHistory {
+		if r.PlanVersion == v {
+			return r, true
+		}
+	}
+	return SpecRecord{}, false
+}
+
+// AutoscalerState returns the last recorded autoscaler state.
+func (f *FSM) AutoscalerState() json.RawMessage {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return append(json.RawMessage(nil), f.st.Autoscaler...)
+}
+
+// History returns the per-minute demand since t.
+func (f *FSM) History(since time.Time) []DemandPoint {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	i, _ := slices.BinarySearchFunc(f.st.History, since, func(p DemandPoint, t time.Time) int { return p.Minute.Compare(t) })
+	return append([]DemandPoint(nil), f.st.History[i:]...)
+}
+
 // Raft returns the adapter to pass to raft.NewRaft. It keeps the raft
 // callback methods off FSM's exported API.
 func (f *FSM) Raft() raft.FSM { return (*fsmAdapter)(f) }
@@ -114,6 +186,32 @@ func (f *FSM) apply(c Command) (scheduler.Event, error) {
 		}
 		ev.Before = describe(before)
 		delete(p.Nodes, c.Node)
+	case OpSpecApply:
+		prev := f.st.Spec
+		if prev.PlanVersion != 0 {
+			f.st.SpecHistory = append(f.st.SpecHistory, prev)
+			if over := len(f.st.SpecHistory) - DefaultSpecHistory; over > 0 {
+				f.st.SpecHistory = append(f.st.SpecHistory[:0:0], f.st.SpecHistory[over:]...)
+			}
+			ev.Before = fmt.Sprintf("spec of plan version %d", prev.PlanVersion)
+		}
+		f.st.Spec = SpecRecord{PlanVersion: p.Version + 1, Time: c.Time, Who: c.Who, Why: c.Why, Doc: c.Doc}
+		ev.After = fmt.Sprintf("spec of plan version %d", p.Version+1)
+	case OpAutoscalerState:
+		// Not a plan change: no version bump, no audit entry.
+		f.st.Autoscaler = c.Doc
+		return scheduler.Event{}, nil
+	case OpHistoryAppend:
+		for _, pt := range c.Points {
+			if n := len(f.st.History); n > 0 && !pt.Minute.After(f.st.History[n-1].Minute) {
+				continue // duplicate or out of order: keep the first
+			}
+			f.st.History = append(f.st.History, pt)
+		}
+		if over := len(f.st.History) - DefaultHistoryMinutes; over > 0 {
+			f.st.History = append(f.st.History[:0:0], f.st.History[over:]...)
+		}
+		return scheduler.Event{}, nil
 	}
 	p.Version++
 	ev.Version = p.Version
@@ -165,7 +263,7 @@ func (a *fsmAdapter) Snapshot() (raft.FSMSnapshot, error) {
 	f := (*FSM)(a)
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	body, err := json.Marshal(State{Plan: f.st.Plan, Events: f.st.Events})
+	body, err := json.Marshal(f.st)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot plan: %w", err)
 	}

@@ -134,3 +134,44 @@ type memSink struct{ bytes.Buffer }
 func (m *memSink) ID() string    { return "mem" }
 func (m *memSink) Cancel() error { return nil }
 func (m *memSink) Close() error  { return nil }
+
+func TestSpecHistoryAndRollbackLookup(t *testing.T) {
+	f := NewFSM(nil, nil)
+	apply(t, f, Command{Op: OpSpecApply, Doc: []byte(`{"min":1}`), Time: t0, Who: "ops", Why: "first"})
+	apply(t, f, Command{Op: OpNodeUpsert, Node: "a", State: scheduler.StateActive, Time: t0})
+	apply(t, f, Command{Op: OpSpecApply, Doc: []byte(`{"min":2}`), Time: t0, Who: "ops", Why: "second"})
+	if cur := f.Spec(); cur.PlanVersion != 3 || string(cur.Doc) != `{"min":2}` {
+		t.Fatalf("current spec %+v", cur)
+	}
+	old, ok := f.SpecAt(1)
+	if !ok || string(old.Doc) != `{"min":1}` || old.Why != "first" {
+		t.Fatalf("spec at 1: %+v %v", old, ok)
+	}
+	if _, ok := f.SpecAt(2); ok {
+		t.Fatal("plan version 2 introduced no spec")
+	}
+	if err, ok := f.Raft().Apply(&raft.Log{Data: append([]byte{1}, []byte(`{"op":"spec.apply","doc":"{","time":"2026-01-01T00:00:00Z"}`)...)}).(error); !ok {
+		t.Fatalf("invalid doc accepted: %v", err)
+	}
+}
+
+func TestHistoryIsOrderedAndBounded(t *testing.T) {
+	f := NewFSM(nil, nil)
+	var pts []DemandPoint
+	for i := range DefaultHistoryMinutes + 10 {
+		pts = append(pts, DemandPoint{Minute: t0.Add(time.Duration(i) * time.Minute), RPS: float64(i)})
+	}
+	apply(t, f, Command{Op: OpHistoryAppend, Points: pts, Time: t0})
+	// A duplicate minute is ignored.
+	apply(t, f, Command{Op: OpHistoryAppend, Points: pts[len(pts)-1:], Time: t0})
+	h := f.History(time.Time{})
+	if len(h) != DefaultHistoryMinutes || h[0].RPS != 10 {
+		t.Fatalf("history has %d points starting at %v", len(h), h[0].RPS)
+	}
+	if got := f.History(t0.Add(time.Duration(DefaultHistoryMinutes+5) * time.Minute)); len(got) != 5 {
+		t.Fatalf("since filter gave %d points", len(got))
+	}
+	if f.Plan().Version != 0 {
+		t.Fatal("history must not bump the plan version")
+	}
+}
