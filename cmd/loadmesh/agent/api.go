@@ -74,6 +74,7 @@ func (a *Agent) apiHandler() http.Handler {
 			writeText(w, http.StatusOK, "ready")
 		}
 	})
+	a.registerPlanAPI(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)

@@ -30,6 +30,9 @@ type peerView struct {
 	client        *transport.PeerClient
 	selector      *scheduler.Selector
 	peers         atomic.Pointer[[]scheduler.Peer]
+	// selfActive is whether the plan lets this node\'s backend take new
+	// requests (a draining, standby or cordoned node forwards instead).
+	selfActive atomic.Bool
 
 	stopCh chan struct{}
 	wg     sync.WaitGroup
@@ -75,6 +78,8 @@ func (v *peerView) stop() {
 
 func (v *peerView) refresh(c *cluster.Cluster, plan *store.FSM) {
 	p := plan.Plan()
+	st, ok := p.StateOf(v.self)
+	v.selfActive.Store(!ok || st.TakesTraffic())
 	members := c.Members()
 	next := make([]scheduler.Peer, 0, len(members))
 	for _, m := range members {
@@ -107,7 +112,7 @@ func (v *peerView) Peers() []scheduler.Peer {
 // Pick implements transport.Picker: the local backend while it has
 // headroom, else a peer.
 func (v *peerView) Pick(r *http.Request, tried []string) (transport.PeerTarget, error) {
-	if v.localHeadroom != nil && v.localHeadroom() && !slices.Contains(tried, v.self) {
+	if v.selfActive.Load() && v.localHeadroom != nil && v.localHeadroom() && !slices.Contains(tried, v.self) {
 		return transport.PeerTarget{Name: v.self, Local: true}, nil
 	}
 	p, err := v.selector.Pick(tried)

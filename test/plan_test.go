@@ -1,0 +1,118 @@
+package test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"testing"
+
+	"github.com/loadmesh/loadmesh/scheduler"
+	"github.com/loadmesh/loadmesh/test/harness"
+	"github.com/loadmesh/loadmesh/test/retry"
+	"github.com/loadmesh/loadmesh/transport"
+)
+
+func post(t *testing.T, url string, body string) (int, []byte) {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", bytes.NewBufferString(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+func TestDrainThroughAFollowerStopsTraffic(t *testing.T) {
+	skipShort(t)
+	c := harness.Start(t, 3, harness.Options{Backends: true, IngressOnly: []int{2}})
+	leader := c.WaitForLeader(t)
+	ingress := c.Nodes[2]
+	waitServingPeers(t, c, ingress, 2)
+	var follower *harness.Node
+	for _, n := range c.Live() {
+		if n != leader {
+			follower = n
+			break
+		}
+	}
+	// Drain node-0 by asking a follower: the write is carried to the leader.
+	code, body := post(t, "http://"+follower.APIAddr()+"/v1/nodes/node-0/drain", `{"reason":"maintenance window"}`)
+	if code != 200 {
+		t.Fatalf("drain: %d %s", code, body)
+	}
+	var ev scheduler.Event
+	if err := json.Unmarshal(body, &ev); err != nil || ev.Node != "node-0" || ev.Why != "maintenance window" {
+		t.Fatalf("drain event %s (%v)", body, err)
+	}
+	for _, n := range c.Live() {
+		retry.Run(t, func(r *retry.R) {
+			if st, _ := n.Plan().Plan().StateOf("node-0"); st != scheduler.StateDraining {
+				r.Fatalf("%s sees node-0 as %q", n.Name(), st)
+			}
+		})
+	}
+	// Once every node has the new plan, nothing is sent to node-0.
+	hc := client(t)
+	retry.Run(t, func(r *retry.R) {
+		for range 40 {
+			resp, err := hc.Get("http://" + ingress.HTTPAddr() + "/d")
+			r.Check(err)
+			resp.Body.Close()
+			if got := resp.Header.Get(transport.HeaderNode); resp.StatusCode != 200 || got != "node-1" {
+				r.Fatalf("status %d from %q; want node-1 only while node-0 drains", resp.StatusCode, got)
+			}
+		}
+	})
+	// The audit log names who and why; activate brings it back.
+	resp, err := http.Get("http://" + leader.APIAddr() + "/v1/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []scheduler.Event
+	json.NewDecoder(resp.Body).Decode(&evs)
+	resp.Body.Close()
+	if last := evs[len(evs)-1]; last.Kind != "node.state" || last.Who == "" || last.Why != "maintenance window" {
+		t.Fatalf("last audit event %+v", last)
+	}
+	if code, body := post(t, "http://"+follower.APIAddr()+"/v1/nodes/node-0/activate", ""); code != 200 {
+		t.Fatalf("activate: %d %s", code, body)
+	}
+	waitServingPeers(t, c, ingress, 2)
+}
+
+func TestPlanAPIRejectsBadInput(t *testing.T) {
+	skipShort(t)
+	c := harness.Start(t, 1, harness.Options{})
+	c.WaitForLeader(t)
+	api := "http://" + c.Nodes[0].APIAddr()
+	before := c.Nodes[0].Plan().Plan().Version
+	for _, tc := range []struct {
+		path, body string
+		want       int
+	}{
+		{"/v1/nodes/nope/drain", "", 404},
+		{"/v1/nodes/node-0/drain", "{not json", 400},
+		{"/v1/nodes/node-0/drain", `{"reason":"x","extra":1}`, 400},
+		{"/v1/nodes/node-0/explode", "", 404},
+		{"/v1/nodes/..%2F..%2Fetc/drain", "", 400},
+	} {
+		if code, body := post(t, api+tc.path, tc.body); code != tc.want {
+			t.Errorf("POST %s %q: %d %s, want %d", tc.path, tc.body, code, body, tc.want)
+		}
+	}
+	for _, q := range []string{"/v1/events?limit=-1", "/v1/events?since=x"} {
+		resp, err := http.Get(api + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 400 {
+			t.Errorf("GET %s: %d, want 400", q, resp.StatusCode)
+		}
+	}
+	if after := c.Nodes[0].Plan().Plan().Version; after != before {
+		t.Fatalf("bad input changed the plan: version %d → %d", before, after)
+	}
+}
