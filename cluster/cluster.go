@@ -490,6 +490,20 @@ func (c *Cluster) observeLeader() {
 	}
 }
 
+// SetLoad publishes this node's encoded load summary in its gossip
+// metadata. It blocks until memberlist has queued the update (at most
+// timeout); call it from a publishing loop, not a request path.
+func (c *Cluster) SetLoad(load []byte, timeout time.Duration) error {
+	c.mu.Lock()
+	c.meta.Load = load
+	err := c.publishMeta()
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return c.ml.UpdateNode(timeout)
+}
+
 // GossipAddr is the advertised gossip address.
 func (c *Cluster) GossipAddr() string {
 	n := c.ml.LocalNode()

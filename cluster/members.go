@@ -28,6 +28,8 @@ type Member struct {
 	Addresses Addresses `json:"addresses"`
 	// Serving is true when the member has a backend for forwarded requests.
 	Serving bool `json:"serving"`
+	// Load is the member's encoded load summary (scheduler.DecodeLoad).
+	Load []byte `json:"-"`
 	// Since is when this node saw Status begin.
 	Since time.Time `json:"since"`
 }
@@ -59,6 +61,7 @@ func (e *memberEntry) toMember(status MemberStatus) Member {
 		Zone:    e.meta.Zone,
 		Since:   e.since,
 		Serving: e.meta.Serving,
+		Load:    e.meta.Load,
 		Addresses: Addresses{
 			Gossip: e.gossip, HTTP: e.meta.HTTP, Peer: e.meta.Peer, Raft: e.meta.Raft, API: e.meta.API,
 		},

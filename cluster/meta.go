@@ -28,6 +28,9 @@ type Meta struct {
 	// BootstrapExpect is the node's --bootstrap-expect, so nodes only
 	// bootstrap with peers that expect the same cluster size.
 	BootstrapExpect int `json:"be,omitempty"`
+	// Load is the node's encoded load summary (scheduler.EncodeLoad),
+	// republished several times a second.
+	Load []byte `json:"ld,omitempty"`
 	// Leaving is set just before a graceful leave, so peers can tell a
 	// departure from a failure.
 	Leaving bool `json:"l,omitempty"`

@@ -1,18 +1,19 @@
 package cluster
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 )
 
 func TestMetaRoundTrip(t *testing.T) {
-	m := Meta{Zone: "eu-1a", HTTP: "10.0.0.1:8080", Peer: "10.0.0.1:7947", Raft: "10.0.0.1:7948", API: "10.0.0.1:7950", Serving: true, BootstrapExpect: 3}
+	m := Meta{Load: []byte{1, 2, 3}, Zone: "eu-1a", HTTP: "10.0.0.1:8080", Peer: "10.0.0.1:7947", Raft: "10.0.0.1:7948", API: "10.0.0.1:7950", Serving: true, BootstrapExpect: 3}
 	b, err := EncodeMeta(m)
 	if err != nil {
 		t.Fatal(err)
 	}
 	got, err := DecodeMeta(b)
-	if err != nil || got != m {
+	if err != nil || !reflect.DeepEqual(got, m) {
 		t.Fatalf("round trip: got %+v, %v; want %+v", got, err, m)
 	}
 }
@@ -45,7 +46,7 @@ func FuzzDecodeMeta(f *testing.F) {
 			return
 		}
 		again, err := DecodeMeta(enc)
-		if err != nil || again != m {
+		if err != nil || !reflect.DeepEqual(again, m) {
 			t.Fatalf("re-decode: %+v, %v; want %+v", again, err, m)
 		}
 	})

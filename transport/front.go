@@ -10,7 +10,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,25 +22,23 @@ var ErrNoPeer = errors.New("no peer available")
 
 // Picker chooses where a request goes: the local backend (a PeerTarget with
 // Local set) or a peer. Pick must not block, must be safe for concurrent
-// use, and must not return a peer named in tried. It returns ErrNoPeer (or
-// an error wrapping it) when no node can take the request. When the Picker
-// also implements Observer, every successful Pick is followed by exactly
-// one Done call for that target.
+// use, and must not return a peer named in tried; a Pick with tried peers
+// is a retry, which the Picker may refuse (a retry budget). It returns
+// ErrNoPeer (or an error wrapping it) when no node can take the request.
+// done, when not nil, must be called exactly once with the attempt's
+// outcome; the ingress does so.
 type Picker interface {
-	Pick(r *http.Request, tried []string) (PeerTarget, error)
+	Pick(r *http.Request, tried []string) (t PeerTarget, done func(Outcome), err error)
 }
 
-// Observer hears the outcome of every attempt: how long it took, the status
-// the client would see (0 when there was none), and the error when the
-// attempt failed. Done must not block.
-type Observer interface {
-	Done(target PeerTarget, d time.Duration, status int, err error)
-}
-
-// RetryGate, when the Picker implements it, decides whether one more retry
-// may be spent (a retry budget). AllowRetry must not block.
-type RetryGate interface {
-	AllowRetry() bool
+// Outcome is the result of one attempt.
+type Outcome struct {
+	// Status the target answered, 0 if none.
+	Status int
+	// Err is the transport failure, if any.
+	Err error
+	// RetryAfter is the target's Retry-After header on a 429 or 503.
+	RetryAfter string
 }
 
 // StatusError is the failure of an attempt whose peer answered with a
@@ -50,7 +47,7 @@ type RetryGate interface {
 type StatusError struct {
 	Peer       string
 	Status     int
-	RetryAfter time.Duration
+	RetryAfter string
 }
 
 func (e *StatusError) Error() string {
@@ -76,21 +73,23 @@ type IngressConfig struct {
 // the peer was never reached, or the method is idempotent and no body byte
 // was sent.
 type Ingress struct {
-	cfg      IngressConfig
-	local    *Backend // nil on an ingress-only node
-	picker   Picker   // nil: never forward
-	observer Observer // nil unless the Picker is one
-	gate     RetryGate
-	proxy    *httputil.ReverseProxy
-	metrics  *ingressMetrics
-	log      *slog.Logger
+	cfg     IngressConfig
+	local   http.Handler // nil on an ingress-only node
+	picker  Picker       // nil: never forward
+	proxy   *httputil.ReverseProxy
+	metrics *ingressMetrics
+	log     *slog.Logger
 }
 
 // IngressDeps are the front door's collaborators; all but Logger optional.
 type IngressDeps struct {
 	Logger *slog.Logger
-	// Local is the node's own backend; nil on an ingress-only node.
-	Local *Backend
+	// Local serves with the node's own backend; nil on an ingress-only
+	// node.
+	Local http.Handler
+	// Metrics, when set, are the request metrics shared with the local
+	// Backend (Backend.Metrics); else the front door registers its own.
+	Metrics *RequestMetrics
 	// Picker and Peers enable forwarding; Peers is normally a PeerClient.
 	Picker Picker
 	Peers  http.RoundTripper
@@ -109,13 +108,11 @@ func NewIngress(cfg IngressConfig, deps IngressDeps) *Ingress {
 		log = slog.New(slog.DiscardHandler)
 	}
 	in := &Ingress{cfg: cfg, local: deps.Local, picker: deps.Picker, log: log.With("component", "transport")}
-	if deps.Local != nil {
-		in.metrics = deps.Local.metrics
+	if deps.Metrics != nil {
+		in.metrics = deps.Metrics.m
 	} else {
 		in.metrics = newIngressMetrics(deps.Registerer)
 	}
-	in.observer, _ = deps.Picker.(Observer)
-	in.gate, _ = deps.Picker.(RetryGate)
 	if deps.Picker != nil && deps.Peers != nil {
 		in.proxy = &httputil.ReverseProxy{
 			Rewrite: func(pr *httputil.ProxyRequest) {
@@ -164,20 +161,7 @@ func retryableStatus(resp *http.Response) error {
 	if !ok || !a.mayRetry {
 		return nil
 	}
-	return &StatusError{Peer: a.target.Name, Status: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"))}
-}
-
-func parseRetryAfter(v string) time.Duration {
-	if v == "" {
-		return 0
-	}
-	if secs, err := strconv.Atoi(v); err == nil && secs >= 0 {
-		return time.Duration(secs) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(0, time.Until(t))
-	}
-	return 0
+	return &StatusError{Peer: a.target.Name, Status: resp.StatusCode, RetryAfter: resp.Header.Get("Retry-After")}
 }
 
 // ServeHTTP implements http.Handler.
@@ -201,9 +185,9 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var tried []string
 	var lastErr error
 	for n := 0; n < in.cfg.MaxAttempts; n++ {
-		target, err := in.pick(r, tried)
+		target, done, err := in.pick(r, tried)
 		if err != nil {
-			if in.local != nil && !slices.Contains(tried, in.cfg.NodeName) {
+			if lastErr == nil && in.local != nil {
 				// Nobody else can help: serve locally even over capacity
 				// or when its health check fails (a panic mode, as Envoy's).
 				in.local.ServeHTTP(w, r)
@@ -212,17 +196,20 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		if target.Local {
-			t0 := time.Now()
 			rec := &statusRecorder{ResponseWriter: w}
 			in.local.ServeHTTP(rec, r)
-			in.done(target, time.Since(t0), rec.status, nil)
+			finish(done, Outcome{Status: rec.status})
 			return
 		}
 		a := &attempt{target: target, mayRetry: n+1 < in.cfg.MaxAttempts && safeToRetry(r, body)}
 		rec := &statusRecorder{ResponseWriter: w}
-		t0 := time.Now()
 		in.proxy.ServeHTTP(rec, r.WithContext(context.WithValue(WithPeerTarget(ctx, target), attemptKey{}, a)))
-		in.done(target, time.Since(t0), rec.status, a.err)
+		out := Outcome{Status: rec.status, Err: a.err}
+		var se *StatusError
+		if errors.As(a.err, &se) {
+			out = Outcome{Status: se.Status, RetryAfter: se.RetryAfter}
+		}
+		finish(done, out)
 		if a.err == nil {
 			in.metrics.observe("forwarded", rec.status, time.Since(start))
 			return
@@ -230,12 +217,11 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		tried = append(tried, target.Name)
 		lastErr = a.err
 		// A request that never reached a peer may always go elsewhere; one
-		// that did, only when it is safe (idempotent, body untouched). Either
-		// way a retry must fit the retry budget.
+		// that did, only when it is safe (idempotent, body untouched). The
+		// Picker may still refuse the retry (retry budget).
 		neverSent := errors.Is(a.err, ErrDial) && (body == nil || body.read.Load() == 0)
-		if ctx.Err() != nil || !(neverSent || a.mayRetry) || n+1 >= in.cfg.MaxAttempts || !in.retryAllowed() {
-			in.fail(w, r, a.err, start)
-			return
+		if ctx.Err() != nil || !(neverSent || a.mayRetry) || n+1 >= in.cfg.MaxAttempts {
+			break
 		}
 		in.metrics.retries.Inc()
 		in.log.Debug("forward failed; trying elsewhere", "peer", target.Name, "error", a.err)
@@ -249,29 +235,27 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	in.metrics.observe("none", http.StatusServiceUnavailable, time.Since(start))
 }
 
+func finish(done func(Outcome), o Outcome) {
+	if done != nil {
+		done(o)
+	}
+}
+
 // pick asks the Picker, or, without one, chooses the local backend.
-func (in *Ingress) pick(r *http.Request, tried []string) (PeerTarget, error) {
+func (in *Ingress) pick(r *http.Request, tried []string) (PeerTarget, func(Outcome), error) {
 	if in.picker == nil || in.proxy == nil {
 		if in.local != nil && !slices.Contains(tried, in.cfg.NodeName) {
-			return PeerTarget{Name: in.cfg.NodeName, Local: true}, nil
+			return PeerTarget{Name: in.cfg.NodeName, Local: true}, nil, nil
 		}
-		return PeerTarget{}, ErrNoPeer
+		return PeerTarget{}, nil, ErrNoPeer
 	}
-	t, err := in.picker.Pick(r, tried)
+	t, done, err := in.picker.Pick(r, tried)
 	if err == nil && t.Local && in.local == nil {
-		in.done(t, 0, 0, ErrNoPeer)
-		return PeerTarget{}, fmt.Errorf("%w: picker chose the local node, which has no backend", ErrNoPeer)
+		finish(done, Outcome{Err: ErrNoPeer})
+		return PeerTarget{}, nil, fmt.Errorf("%w: picker chose the local node, which has no backend", ErrNoPeer)
 	}
-	return t, err
+	return t, done, err
 }
-
-func (in *Ingress) done(t PeerTarget, d time.Duration, status int, err error) {
-	if in.observer != nil {
-		in.observer.Done(t, d, status, err)
-	}
-}
-
-func (in *Ingress) retryAllowed() bool { return in.gate == nil || in.gate.AllowRetry() }
 
 // fail answers a request whose forwarding failed for good.
 func (in *Ingress) fail(w http.ResponseWriter, r *http.Request, err error, start time.Time) {
@@ -339,7 +323,7 @@ func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }
 
 // PeerHandler serves requests forwarded by peers: always with the local
 // backend, never forwarding again, whatever the cluster view says.
-func PeerHandler(node string, local *Backend) http.Handler {
+func PeerHandler(node string, local http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if local == nil {
 			w.Header().Set(HeaderNode, node)
@@ -349,3 +333,10 @@ func PeerHandler(node string, local *Backend) http.Handler {
 		local.ServeHTTP(w, r)
 	})
 }
+
+// RequestMetrics are the request counters and histograms a Backend
+// registers; hand them to NewIngress so both count into the same series.
+type RequestMetrics struct{ m *ingressMetrics }
+
+// RequestMetrics returns the Backend's request metrics.
+func (b *Backend) RequestMetrics() *RequestMetrics { return &RequestMetrics{m: b.metrics} }

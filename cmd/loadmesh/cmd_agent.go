@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/loadmesh/loadmesh/cmd/loadmesh/agent"
+	"github.com/loadmesh/loadmesh/scheduler"
 )
 
 func newAgentCmd() *cobra.Command {
@@ -108,6 +110,16 @@ Press Ctrl-C to stop.
 	f.DurationVar(&cfg.RequestHeaderTimeout, "request-header-timeout", cfg.RequestHeaderTimeout, "time a client has to send its request headers")
 	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "close idle client and peer connections after this long")
 	f.DurationVar(&cfg.UpstreamTimeout, "upstream-timeout", cfg.UpstreamTimeout, "overall limit for a request to a backend or peer, body included (0: none)")
+	f.StringVar(&cfg.Policy, "policy", cfg.Policy, "where requests go: "+strings.Join(scheduler.PolicyNames(), ", "))
+	f.StringVar(&cfg.HashHeader, "hash-header", "", "request header whose value is the consistent-hash key")
+	f.StringVar(&cfg.HashCookie, "hash-cookie", "", "cookie whose value is the consistent-hash key")
+	f.StringVar(&cfg.HealthPath, "health-path", cfg.HealthPath, `path checked on the backend with GET; any answer below 500 is healthy ("" turns checks off)`)
+	f.DurationVar(&cfg.HealthInterval, "health-interval", cfg.HealthInterval, "time between backend health checks")
+	f.DurationVar(&cfg.HealthTimeout, "health-timeout", cfg.HealthTimeout, "timeout of one health check")
+	f.IntVar(&cfg.HealthRise, "health-rise", cfg.HealthRise, "consecutive passes that make the backend healthy")
+	f.IntVar(&cfg.HealthFall, "health-fall", cfg.HealthFall, "consecutive failures that make the backend unhealthy")
+	f.DurationVar(&cfg.LoadInterval, "load-interval", cfg.LoadInterval, "how often this node gossips its load summary")
+	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "longest wait for a draining node's in-flight requests")
 	f.BoolVar(&cfg.Dev, "dev", false, "throwaway single node: temporary data dir, built-in demo backend, loopback addresses")
 	f.StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")

@@ -16,7 +16,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/loadmesh/loadmesh/cluster"
 	"github.com/loadmesh/loadmesh/cmd/loadmesh/agent"
 )
 
@@ -132,20 +131,53 @@ func newMembersCmd() *cobra.Command {
 	return cmd
 }
 
-func printMembers(w io.Writer, members []cluster.Member, leader string) {
+func printMembers(w io.Writer, members []agent.MemberView, leader string) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSTATUS\tZONE\tGOSSIP\tHTTP\tPEER\tRAFT\tAPI\t")
+	fmt.Fprintln(tw, "NAME\tSTATUS\tZONE\tHEALTH\tINFLIGHT\tRPS\tEWMA\tP95\tERR\tCPU\tMEM\tAGE\tHTTP\tPEER\t")
 	for _, m := range members {
 		name := m.Name
 		if name == leader {
 			name += " *"
 		}
+		health, inflight, rps, ewma, p95, errs, cpu, mem, age := "-", "-", "-", "-", "-", "-", "-", "-", "-"
+		if l := m.Load; l != nil {
+			health = "healthy"
+			switch {
+			case !m.Serving:
+				health = "no backend"
+			case l.Ejected:
+				health = "ejected"
+			case !l.Healthy:
+				health = "unhealthy"
+			}
+			inflight = fmt.Sprintf("%d/%d", l.Inflight, l.Capacity)
+			rps = fmt.Sprintf("%.1f", l.RPS)
+			ewma = fmtSeconds(l.LatencyEWMA)
+			p95 = fmtSeconds(l.P95)
+			errs = fmt.Sprintf("%.1f%%", 100*l.ErrorRate)
+			cpu = fmt.Sprintf("%.0f%%", 100*l.CPU)
+			mem = fmt.Sprintf("%.0f%%", 100*l.Mem)
+			age = fmt.Sprintf("%.1fs", l.AgeSeconds)
+		}
 		a := m.Addresses
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, m.Status, m.Zone, a.Gossip, a.HTTP, a.Peer, a.Raft, a.API)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+			name, m.Status, m.Zone, health, inflight, rps, ewma, p95, errs, cpu, mem, age, a.HTTP, a.Peer)
 	}
 	tw.Flush()
 	if leader != "" {
 		fmt.Fprintln(w, "(* = raft leader)")
+	}
+}
+
+func fmtSeconds(s float64) string {
+	d := time.Duration(s * float64(time.Second))
+	switch {
+	case d == 0:
+		return "0"
+	case d < time.Millisecond:
+		return d.Round(time.Microsecond).String()
+	default:
+		return d.Round(100 * time.Microsecond).String()
 	}
 }
 

@@ -48,22 +48,28 @@ type Agent struct {
 	log  *slog.Logger
 	reg  *prometheus.Registry
 
-	dataDir *store.DataDir
-	tmpDir  string
-	fsm     *store.FSM
-	cluster *cluster.Cluster
-	demo    *demo.Server
-	backend *transport.Backend
-	ingress *transport.Ingress
-	httpLn  net.Listener
-	apiLn   net.Listener
-	mtls    *transport.MutualTLS
-	peer    *transport.PeerServer
-	peers   *peerView
-	httpSrv *http.Server
-	h3Srv   *http3.Server
-	h3Conn  net.PacketConn
-	apiSrv  *http.Server
+	dataDir  *store.DataDir
+	tmpDir   string
+	fsm      *store.FSM
+	cluster  *cluster.Cluster
+	demo     *demo.Server
+	backend  *transport.Backend
+	ingress  *transport.Ingress
+	httpLn   net.Listener
+	apiLn    net.Listener
+	mtls     *transport.MutualTLS
+	peer     *transport.PeerServer
+	peers    *peerView
+	local    http.Handler // the metered local backend; nil on ingress-only nodes
+	health   *transport.HealthChecker
+	sys      *sysLoad
+	healthCh chan struct{}
+	pubStop  chan struct{}
+	pubWG    sync.WaitGroup
+	httpSrv  *http.Server
+	h3Srv    *http3.Server
+	h3Conn   net.PacketConn
+	apiSrv   *http.Server
 
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -95,6 +101,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo(a.deps.Version),
+		memberLoadCollector{a: a},
 	)
 	dir := a.cfg.DataDir
 	if a.cfg.Dev && dir == "" {
@@ -135,13 +142,16 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	if err := a.setupScheduling(backendURL); err != nil {
+		return err
+	}
 	pcfg := transport.DefaultPeerConfig()
 	pcfg.Addr = a.cfg.Peer
 	pcfg.DialTimeout = a.cfg.DialTimeout
 	pcfg.MaxIdleTimeout = max(a.cfg.IdleTimeout, time.Second)
 	a.peer, err = transport.NewPeerServer(pcfg, transport.PeerDeps{
 		TLS:        a.mtls,
-		Handler:    transport.PeerHandler(a.cfg.Name, a.backend),
+		Handler:    transport.PeerHandler(a.cfg.Name, a.local),
 		Authorize:  a.authorizePeer,
 		Logger:     a.log,
 		Registerer: a.reg,
@@ -153,16 +163,18 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		a.peer = nil
 		return err
 	}
-	a.peers = newPeerView(a.cfg.Name, a.peer.Client())
+	a.peers.client = a.peer.Client()
+	var metrics *transport.RequestMetrics
 	if a.backend != nil {
-		a.peers.localHeadroom = a.backend.HasHeadroom
+		metrics = a.backend.RequestMetrics()
 	}
 	a.ingress = transport.NewIngress(transport.IngressConfig{
 		NodeName:        a.cfg.Name,
 		UpstreamTimeout: a.cfg.UpstreamTimeout,
 	}, transport.IngressDeps{
 		Logger:     a.log,
-		Local:      a.backend,
+		Local:      a.local,
+		Metrics:    metrics,
 		Picker:     a.peers,
 		Peers:      a.peer.Client(),
 		Registerer: a.reg,
@@ -213,6 +225,10 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	}
 
 	a.peers.start(a.cluster, a.fsm)
+	if a.health != nil {
+		a.health.Start()
+	}
+	a.startLoadPublisher()
 	if err := a.startIngress(); err != nil {
 		return err
 	}
@@ -262,6 +278,9 @@ func (a *Agent) stop(ctx context.Context, graceful bool) error {
 				errs = append(errs, fmt.Errorf("drain http/3 ingress: %w", e))
 			}
 		}
+		// No more load updates: one after leaving would announce the
+		// node alive again.
+		a.stopPublisher()
 		if graceful && a.cluster != nil {
 			if e := a.cluster.Leave(ctx); e != nil {
 				errs = append(errs, e)
@@ -299,6 +318,10 @@ func (a *Agent) close(graceful bool) error {
 	if a.peers != nil {
 		a.peers.stop()
 	}
+	if a.health != nil {
+		a.health.Shutdown()
+	}
+	a.stopPublisher()
 	if a.peer != nil {
 		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		errs = append(errs, a.peer.Shutdown(cctx))
@@ -360,4 +383,12 @@ func buildInfo(version string) prometheus.Collector {
 	})
 	g.Set(1)
 	return g
+}
+
+func (a *Agent) stopPublisher() {
+	if a.pubStop != nil {
+		close(a.pubStop)
+		a.pubWG.Wait()
+		a.pubStop = nil
+	}
 }

@@ -3,10 +3,12 @@ package agent
 import (
 	"encoding/json"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/loadmesh/loadmesh/cluster"
+	"github.com/loadmesh/loadmesh/scheduler"
 )
 
 // Status is the body of GET /v1/status.
@@ -15,7 +17,32 @@ type Status struct {
 	Leader  string             `json:"leader"`
 	Raft    cluster.RaftStatus `json:"raft"`
 	Plan    PlanStatus         `json:"plan"`
-	Members []cluster.Member   `json:"members"`
+	Members []MemberView       `json:"members"`
+}
+
+// MemberView is a member with its last gossiped load and what this node's
+// scheduler thinks of it.
+type MemberView struct {
+	cluster.Member
+	Load *LoadView `json:"load,omitempty"`
+}
+
+// LoadView is a member's load summary as received by this node.
+type LoadView struct {
+	Version     uint64  `json:"version"`
+	AgeSeconds  float64 `json:"age_seconds"`
+	Inflight    int     `json:"inflight"`
+	Capacity    int     `json:"capacity"`
+	RPS         float64 `json:"rps"`
+	LatencyEWMA float64 `json:"latency_ewma_seconds"`
+	P95         float64 `json:"p95_seconds"`
+	ErrorRate   float64 `json:"error_ratio"`
+	CPU         float64 `json:"cpu_ratio"`
+	Mem         float64 `json:"memory_ratio"`
+	Healthy     bool    `json:"healthy"`
+	// Ejected is true while this node's outlier detector keeps the member
+	// out of rotation.
+	Ejected bool `json:"ejected,omitempty"`
 }
 
 // NodeStatus describes the answering node.
@@ -49,8 +76,40 @@ func (a *Agent) Status() Status {
 		Leader:  a.cluster.Leader(),
 		Raft:    a.cluster.RaftStatus(),
 		Plan:    PlanStatus{Version: plan.Version},
-		Members: a.cluster.Members(),
+		Members: a.memberViews(),
 	}
+}
+
+// memberViews joins membership with gossiped load and scheduler state.
+func (a *Agent) memberViews() []MemberView {
+	members := a.cluster.Members()
+	ejected := map[string]bool{}
+	now := time.Now()
+	for _, ps := range a.peers.sched.Status() {
+		ejected[ps.Name] = ps.EjectedUntil.After(now)
+	}
+	out := make([]MemberView, 0, len(members))
+	for _, m := range members {
+		mv := MemberView{Member: m}
+		var l scheduler.Load
+		var age time.Duration
+		ok := false
+		if m.Name == a.cfg.Name {
+			cpu, mem := a.sys.sample()
+			l, ok = a.peers.meter.Load(a.cfg.Capacity, a.peers.health(), cpu, mem), true
+		} else {
+			l, age, ok = a.peers.loads.Get(m.Name)
+		}
+		if ok {
+			mv.Load = &LoadView{
+				Version: l.Version, AgeSeconds: age.Seconds(), Inflight: l.Inflight, Capacity: l.Capacity,
+				RPS: l.RPS, LatencyEWMA: l.LatencyEWMA.Seconds(), P95: l.P95.Seconds(), ErrorRate: l.ErrorRate,
+				CPU: l.CPU, Mem: l.Mem, Healthy: l.Healthy, Ejected: ejected[m.Name],
+			}
+		}
+		out = append(out, mv)
+	}
+	return out
 }
 
 func (a *Agent) apiHandler() http.Handler {
@@ -59,7 +118,7 @@ func (a *Agent) apiHandler() http.Handler {
 		writeJSON(w, http.StatusOK, a.Status())
 	})
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, a.cluster.Members())
+		writeJSON(w, http.StatusOK, a.memberViews())
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeText(w, http.StatusOK, "ok")

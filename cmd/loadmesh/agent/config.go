@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/loadmesh/loadmesh/cluster"
+	"github.com/loadmesh/loadmesh/scheduler"
 )
 
 // Config is everything `loadmesh agent` can be told, as plain values. The
@@ -52,6 +55,24 @@ type Config struct {
 	// UpstreamTimeout bounds a whole request to a backend or peer (0: none).
 	UpstreamTimeout time.Duration `yaml:"upstream-timeout"`
 
+	// Policy chooses where requests go: p2c-ewma, least-inflight,
+	// weighted-round-robin, random or consistent-hash.
+	Policy string `yaml:"policy"`
+	// HashHeader and HashCookie name the consistent-hash key.
+	HashHeader string `yaml:"hash-header"`
+	HashCookie string `yaml:"hash-cookie"`
+	// HealthPath is checked on the backend with GET ("" turns checks off).
+	HealthPath     string        `yaml:"health-path"`
+	HealthInterval time.Duration `yaml:"health-interval"`
+	HealthTimeout  time.Duration `yaml:"health-timeout"`
+	HealthRise     int           `yaml:"health-rise"`
+	HealthFall     int           `yaml:"health-fall"`
+	// LoadInterval is how often the node gossips its load summary.
+	LoadInterval time.Duration `yaml:"load-interval"`
+	// DrainTimeout bounds how long a draining node may take to finish its
+	// in-flight requests before the leader moves it on.
+	DrainTimeout time.Duration `yaml:"drain-timeout"`
+
 	// Dev runs a throwaway single node: temporary data dir and a built-in
 	// demo backend.
 	Dev bool `yaml:"dev"`
@@ -74,6 +95,15 @@ func DefaultConfig() Config {
 		RequestHeaderTimeout: 10 * time.Second,
 		IdleTimeout:          2 * time.Minute,
 		UpstreamTimeout:      5 * time.Minute,
+
+		Policy:         scheduler.DefaultPolicy,
+		HealthPath:     "/",
+		HealthInterval: time.Second,
+		HealthTimeout:  500 * time.Millisecond,
+		HealthRise:     2,
+		HealthFall:     2,
+		LoadInterval:   250 * time.Millisecond,
+		DrainTimeout:   30 * time.Second,
 	}
 }
 
@@ -138,6 +168,26 @@ func (c Config) Validate() error {
 		if d <= 0 {
 			add("%s %s must be positive", flag, d)
 		}
+	}
+	if !slices.Contains(scheduler.PolicyNames(), c.Policy) {
+		add("--policy %q: want one of %s", c.Policy, strings.Join(scheduler.PolicyNames(), ", "))
+	}
+	if c.Policy == "consistent-hash" && c.HashHeader == "" && c.HashCookie == "" {
+		add("--policy consistent-hash needs --hash-header or --hash-cookie")
+	}
+	if c.HealthPath != "" {
+		if c.HealthInterval <= 0 || c.HealthTimeout <= 0 || c.HealthTimeout >= c.HealthInterval {
+			add("--health-timeout %s must be positive and below --health-interval %s", c.HealthTimeout, c.HealthInterval)
+		}
+		if c.HealthRise < 1 || c.HealthFall < 1 {
+			add("--health-rise %d and --health-fall %d must be at least 1", c.HealthRise, c.HealthFall)
+		}
+	}
+	if c.LoadInterval < 50*time.Millisecond || c.LoadInterval > time.Minute {
+		add("--load-interval %s is outside 50ms..1m", c.LoadInterval)
+	}
+	if c.DrainTimeout <= 0 {
+		add("--drain-timeout %s must be positive", c.DrainTimeout)
 	}
 	if c.UpstreamTimeout < 0 {
 		add("--upstream-timeout %s is negative", c.UpstreamTimeout)

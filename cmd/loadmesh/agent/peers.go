@@ -1,8 +1,9 @@
 package agent
 
 import (
+	"errors"
+	"log/slog"
 	"net/http"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,47 +14,39 @@ import (
 	"github.com/loadmesh/loadmesh/transport"
 )
 
-// peerRefresh is how often the peer view is rebuilt from membership and
-// the plan. Between refreshes a dead peer costs at most a failed dial, which
-// the ingress retries elsewhere.
+// peerRefresh is how often the scheduler's candidate list is rebuilt from
+// membership, gossiped load and the plan. Between refreshes the scheduler
+// works from what this node measures itself (its in-flight requests and
+// latencies to each peer), so decisions stay sharp.
 const peerRefresh = 100 * time.Millisecond
 
-// peerView is the scheduler's picture of the other nodes, rebuilt from
-// gossip and the plan on a timer so the request path reads one atomic
-// pointer. It implements scheduler.PeerSource and transport.Picker, and
-// closes the peer connection of a node that leaves.
+// peerView feeds the scheduler with the cluster's live picture and is the
+// ingress's transport.Picker. It also publishes this node's own load into
+// gossip (loadPublisher) and closes the peer connection of a node that
+// leaves.
 type peerView struct {
-	self string
-	// localHeadroom reports whether the local backend can take one more
-	// request; nil on an ingress-only node.
-	localHeadroom func() bool
-	client        *transport.PeerClient
-	selector      *scheduler.Selector
-	peers         atomic.Pointer[[]scheduler.Peer]
-	// selfActive is whether the plan lets this node\'s backend take new
-	// requests (a draining, standby or cordoned node forwards instead).
-	selfActive atomic.Bool
+	self      string
+	zone      string
+	capacity  int
+	serving   bool // this node has a backend
+	client    *transport.PeerClient
+	sched     *scheduler.Scheduler
+	loads     *scheduler.LoadTable
+	meter     *scheduler.Meter
+	health    func() bool
+	hashKey   func(*http.Request) string
+	log       *slog.Logger
+	selfState atomic.Value // scheduler.NodeState
 
 	stopCh chan struct{}
 	wg     sync.WaitGroup
 	once   sync.Once
 }
 
-var (
-	_ scheduler.PeerSource = (*peerView)(nil)
-	_ transport.Picker     = (*peerView)(nil)
-)
+var _ transport.Picker = (*peerView)(nil)
 
-func newPeerView(self string, client *transport.PeerClient) *peerView {
-	v := &peerView{self: self, client: client, stopCh: make(chan struct{})}
-	v.selector = &scheduler.Selector{Source: v, Policy: &scheduler.RoundRobin{}}
-	empty := []scheduler.Peer{}
-	v.peers.Store(&empty)
-	return v
-}
-
-// start begins refreshing from c and plan until stop.
 func (v *peerView) start(c *cluster.Cluster, plan *store.FSM) {
+	v.stopCh = make(chan struct{})
 	v.refresh(c, plan)
 	v.wg.Add(1)
 	go func() {
@@ -72,52 +65,137 @@ func (v *peerView) start(c *cluster.Cluster, plan *store.FSM) {
 }
 
 func (v *peerView) stop() {
+	if v.stopCh == nil {
+		return
+	}
 	v.once.Do(func() { close(v.stopCh) })
 	v.wg.Wait()
 }
 
+// refresh rebuilds the candidates: every live member with its plan state,
+// the newest load it gossiped, and this node itself as the Local one.
 func (v *peerView) refresh(c *cluster.Cluster, plan *store.FSM) {
 	p := plan.Plan()
-	st, ok := p.StateOf(v.self)
-	v.selfActive.Store(!ok || st.TakesTraffic())
+	state := func(name string) scheduler.NodeState {
+		if st, ok := p.StateOf(name); ok {
+			return st
+		}
+		return scheduler.StateActive // not in the plan yet: joining
+	}
+	v.selfState.Store(state(v.self))
 	members := c.Members()
-	next := make([]scheduler.Peer, 0, len(members))
+	peers := make([]scheduler.Peer, 0, len(members)+1)
 	for _, m := range members {
 		if m.Name == v.self {
 			continue
 		}
 		// A suspect stays a candidate: gossip suspicion is slow and often
-		// wrong under load; request-level failures are handled by retries
-		// and outlier ejection, which react much faster.
+		// wrong under load; retries and outlier ejection react faster.
 		if m.Status == cluster.StatusLeft || m.Status == cluster.StatusDead {
 			v.client.ClosePeer(m.Name)
+			v.loads.Forget(m.Name)
 			continue
 		}
-		state, ok := p.StateOf(m.Name)
-		if !ok {
-			state = scheduler.StateActive // not yet in the plan: joining
+		if len(m.Load) > 0 {
+			if l, err := scheduler.DecodeLoad(m.Load); err == nil {
+				v.loads.Update(m.Name, l)
+			} else {
+				v.log.Debug("ignoring unreadable load summary", "peer", m.Name, "error", err)
+			}
 		}
-		next = append(next, scheduler.Peer{
-			Name: m.Name, Zone: m.Zone, Addr: m.Addresses.Peer, State: state, Serving: m.Serving,
+		peers = append(peers, scheduler.Peer{
+			Name: m.Name, Zone: m.Zone, Addr: m.Addresses.Peer, State: state(m.Name), Serving: m.Serving,
 		})
 	}
-	v.peers.Store(&next)
-}
-
-// Peers implements scheduler.PeerSource.
-func (v *peerView) Peers() []scheduler.Peer {
-	return append([]scheduler.Peer(nil), *v.peers.Load()...)
-}
-
-// Pick implements transport.Picker: the local backend while it has
-// headroom, else a peer.
-func (v *peerView) Pick(r *http.Request, tried []string) (transport.PeerTarget, error) {
-	if v.selfActive.Load() && v.localHeadroom != nil && v.localHeadroom() && !slices.Contains(tried, v.self) {
-		return transport.PeerTarget{Name: v.self, Local: true}, nil
+	v.loads.Annotate(peers)
+	if v.serving {
+		self := scheduler.Peer{
+			Name: v.self, Zone: v.zone, State: state(v.self), Serving: true, Capacity: v.capacity, Local: true,
+		}
+		self.Load = v.meter.Load(v.capacity, v.health(), 0, 0)
+		peers = append(peers, self)
 	}
-	p, err := v.selector.Pick(tried)
+	v.sched.SetPeers(peers)
+}
+
+// Pick implements transport.Picker.
+func (v *peerView) Pick(r *http.Request, tried []string) (transport.PeerTarget, func(transport.Outcome), error) {
+	key := ""
+	if v.hashKey != nil {
+		key = v.hashKey(r)
+	}
+	t, err := v.sched.Pick(key, tried)
 	if err != nil {
-		return transport.PeerTarget{}, transport.ErrNoPeer
+		if errors.Is(err, scheduler.ErrRetryBudgetExhausted) {
+			return transport.PeerTarget{}, nil, err
+		}
+		return transport.PeerTarget{}, nil, transport.ErrNoPeer
 	}
-	return transport.PeerTarget{Name: p.Name, Addr: p.Addr}, nil
+	done := func(o transport.Outcome) {
+		t.Done(scheduler.Result{Err: o.Err, Status: o.Status, RetryAfter: o.RetryAfter})
+	}
+	return transport.PeerTarget{Name: t.Peer.Name, Addr: t.Peer.Addr, Local: t.Peer.Local}, done, nil
+}
+
+// hashKeyFunc returns the consistent-hash key of a request: a header's
+// value, else a cookie's, else the client address.
+func hashKeyFunc(header, cookie string) func(*http.Request) string {
+	return func(r *http.Request) string {
+		if header != "" {
+			if v := r.Header.Get(header); v != "" {
+				return v
+			}
+		}
+		if cookie != "" {
+			if c, err := r.Cookie(cookie); err == nil {
+				return c.Value
+			}
+		}
+		return ""
+	}
+}
+
+// meteredHandler measures every request the local backend serves (from
+// this node's ingress and from peers) for the node's load summary.
+type meteredHandler struct {
+	next  http.Handler
+	meter *scheduler.Meter
+}
+
+func (m meteredHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	m.meter.Begin()
+	start := time.Now()
+	rec := &statusWriter{ResponseWriter: w}
+	defer func() {
+		m.meter.End(time.Since(start), rec.status >= 500 || rec.status == 0 && r.Context().Err() == nil)
+	}()
+	m.next.ServeHTTP(rec, r)
+}
+
+// statusWriter remembers the status written through it.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(p []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(p)
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (s *statusWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }

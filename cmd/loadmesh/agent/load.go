@@ -1,0 +1,96 @@
+package agent
+
+import (
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/loadmesh/loadmesh/scheduler"
+	"github.com/loadmesh/loadmesh/transport"
+)
+
+// setupScheduling builds the load meter, the scheduler, the health checker
+// and the peer view. It starts nothing.
+func (a *Agent) setupScheduling(backendURL string) error {
+	meter, err := scheduler.NewMeter(scheduler.DefaultMeterConfig(), nil)
+	if err != nil {
+		return err
+	}
+	scfg := scheduler.DefaultConfig()
+	scfg.Policy = a.cfg.Policy
+	scfg.Balance.Zone = a.cfg.Zone
+	sched, err := scheduler.New(scfg, scheduler.Deps{Registerer: a.reg, LocalInflight: meter.Inflight})
+	if err != nil {
+		return err
+	}
+	a.sys = newSysLoad()
+	a.healthCh = make(chan struct{}, 1)
+	health := func() bool { return true }
+	if a.backend != nil {
+		a.local = meteredHandler{next: a.backend, meter: meter}
+		if a.cfg.HealthPath != "" {
+			u, _ := url.Parse(backendURL)
+			u = u.JoinPath(a.cfg.HealthPath)
+			hc := transport.DefaultHealthConfig()
+			hc.URL = u.String()
+			hc.Interval, hc.Timeout, hc.Rise, hc.Fall = a.cfg.HealthInterval, a.cfg.HealthTimeout, a.cfg.HealthRise, a.cfg.HealthFall
+			a.health, err = transport.NewHealthChecker(hc, a.log, func(bool) {
+				// Announce a change at once rather than at the next round.
+				select {
+				case a.healthCh <- struct{}{}:
+				default:
+				}
+			})
+			if err != nil {
+				return fmt.Errorf("health check: %w", err)
+			}
+			health = a.health.Healthy
+		}
+	}
+	a.peers = &peerView{
+		self: a.cfg.Name, zone: a.cfg.Zone, capacity: a.cfg.Capacity, serving: a.backend != nil,
+		sched: sched, loads: scheduler.NewLoadTable(nil), meter: meter, health: health, log: a.log,
+	}
+	if a.cfg.HashHeader != "" || a.cfg.HashCookie != "" {
+		a.peers.hashKey = hashKeyFunc(a.cfg.HashHeader, a.cfg.HashCookie)
+	}
+	return nil
+}
+
+// startLoadPublisher gossips this node's load summary every LoadInterval
+// (and at once when backend health flips), skipping rounds in which
+// nothing changed beyond quantisation, but at least every 4 intervals so
+// peers can tell how fresh the figures are.
+func (a *Agent) startLoadPublisher() {
+	a.pubStop = make(chan struct{})
+	a.pubWG.Add(1)
+	go func() {
+		defer a.pubWG.Done()
+		t := time.NewTicker(a.cfg.LoadInterval)
+		defer t.Stop()
+		var last scheduler.Load
+		var lastAt time.Time
+		for {
+			select {
+			case <-a.pubStop:
+				return
+			case <-t.C:
+			case <-a.healthCh:
+				lastAt = time.Time{}
+			}
+			cpu, mem := a.sys.sample()
+			l := a.peers.meter.Load(a.cfg.Capacity, a.peers.health(), cpu, mem)
+			q := l.Quantize()
+			same := q
+			same.Version = last.Version
+			if same == last && time.Since(lastAt) < 4*a.cfg.LoadInterval {
+				continue
+			}
+			if err := a.cluster.SetLoad(scheduler.EncodeLoad(l), a.cfg.LoadInterval); err != nil {
+				a.log.Debug("publish load", "error", err)
+				continue
+			}
+			last, lastAt = q, time.Now()
+		}
+	}()
+}
