@@ -47,6 +47,9 @@ type Config struct {
 	// DeadServerGrace is how long a member must be dead (or unknown to
 	// gossip) before the leader removes it from Raft. Default 30s.
 	DeadServerGrace time.Duration
+	// DrainTimeout bounds how long a node stays draining before the leader
+	// moves it to standby even with requests still in flight. Default 30s.
+	DrainTimeout time.Duration
 	// ReconcileInterval is how often the leader reconciles membership with
 	// the Raft configuration even without events. Default 2s.
 	ReconcileInterval time.Duration
@@ -80,6 +83,7 @@ func DefaultConfig() Config {
 		RetryJoinMax:       30 * time.Second,
 		MaxVoters:          5,
 		DeadServerGrace:    30 * time.Second,
+		DrainTimeout:       30 * time.Second,
 		ReconcileInterval:  2 * time.Second,
 		GossipInterval:     200 * time.Millisecond,
 		ProbeInterval:      time.Second,
@@ -123,6 +127,9 @@ func (c Config) Validate() error {
 	}
 	if c.DeadServerGrace <= 0 {
 		add("dead server grace %s must be positive", c.DeadServerGrace)
+	}
+	if c.DrainTimeout <= 0 {
+		add("drain timeout %s must be positive", c.DrainTimeout)
 	}
 	if c.ReconcileInterval <= 0 {
 		add("reconcile interval %s must be positive", c.ReconcileInterval)

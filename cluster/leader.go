@@ -247,6 +247,7 @@ func (c *Cluster) reconcilePlan(members map[string]memberEntry, inRaft map[strin
 		}
 		c.applyPlan(cmd)
 	}
+	c.finishDrains(plan, members, now)
 	for name := range plan.Nodes {
 		if _, ok := inRaft[name]; ok {
 			continue
@@ -258,6 +259,37 @@ func (c *Cluster) reconcilePlan(members map[string]memberEntry, inRaft map[strin
 		c.applyPlan(store.Command{Op: store.OpNodeRemove, Node: name, Time: now.UTC(), Who: "membership", Why: why})
 	}
 }
+
+// finishDrains moves draining nodes to standby once they report no
+// in-flight requests in a load summary made after they had time to see the
+// drain (drainSettle), or when DrainTimeout has passed.
+func (c *Cluster) finishDrains(plan scheduler.Plan, members map[string]memberEntry, now time.Time) {
+	for name, pn := range plan.Nodes {
+		if pn.State != scheduler.StateDraining {
+			continue
+		}
+		why := ""
+		if m, ok := members[name]; ok && len(m.meta.Load) > 0 {
+			if l, err := scheduler.DecodeLoad(m.meta.Load); err == nil &&
+				l.Inflight == 0 && time.UnixMilli(int64(l.Version)).After(pn.Since.Add(drainSettle)) {
+				why = "drain finished: no requests in flight"
+			}
+		}
+		if why == "" && now.Sub(pn.Since) >= c.cfg.DrainTimeout {
+			why = fmt.Sprintf("drain timed out after %s", c.cfg.DrainTimeout)
+		}
+		if why == "" {
+			continue
+		}
+		c.applyPlan(store.Command{Op: store.OpNodeState, Node: name, State: scheduler.StateStandby,
+			Time: now.UTC(), Who: "membership", Why: why})
+	}
+}
+
+// drainSettle is how long after a drain starts a node's load summary must
+// be before its "nothing in flight" is believed: by then the plan has
+// reached every node and nobody sends it new requests.
+const drainSettle = time.Second
 
 func (c *Cluster) applyPlan(cmd store.Command) {
 	b, err := store.EncodeCommand(cmd)

@@ -76,6 +76,15 @@ func TestDrainThroughAFollowerStopsTraffic(t *testing.T) {
 	if last := evs[len(evs)-1]; last.Kind != "node.state" || last.Who == "" || last.Why != "maintenance window" {
 		t.Fatalf("last audit event %+v", last)
 	}
+	// With nothing in flight the leader finishes the drain: standby.
+	retry.Run(t, func(r *retry.R) {
+		if st, _ := leader.Plan().Plan().StateOf("node-0"); st != scheduler.StateStandby {
+			r.Fatalf("node-0 is %q, want standby after its drain", st)
+		}
+	})
+	if last := leader.Plan().Events(1)[0]; last.Why != "drain finished: no requests in flight" || last.Who != "membership" {
+		t.Fatalf("drain completion event %+v", last)
+	}
 	if code, body := post(t, "http://"+follower.APIAddr()+"/v1/nodes/node-0/activate", ""); code != 200 {
 		t.Fatalf("activate: %d %s", code, body)
 	}

@@ -190,6 +190,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	ccfg.BootstrapExpect = a.cfg.BootstrapExpect
 	ccfg.MaxVoters = a.cfg.MaxVoters
 	ccfg.DeadServerGrace = a.cfg.DeadServerGrace
+	ccfg.DrainTimeout = a.cfg.DrainTimeout
 	if a.cfg.Encrypt != "" {
 		ccfg.GossipKey, _ = DecodeGossipKey(a.cfg.Encrypt)
 	}
