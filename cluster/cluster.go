@@ -57,6 +57,7 @@ type Cluster struct {
 	metrics *metrics
 
 	advertiseIP net.IP
+	gossipAddr  string
 	raftLn      net.Listener
 	delegate    *delegate
 	ml          *memberlist.Memberlist
@@ -284,6 +285,10 @@ func (c *Cluster) startMemberlist() error {
 		return fmt.Errorf("gossip listen %s: %w", c.cfg.GossipAddr, err)
 	}
 	c.ml = ml
+	// Read once, now: memberlist rewrites its local node (without a lock we
+	// can take) whenever our metadata changes.
+	n := ml.LocalNode()
+	c.gossipAddr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 	return nil
 }
 
@@ -505,10 +510,7 @@ func (c *Cluster) SetLoad(load []byte, timeout time.Duration) error {
 }
 
 // GossipAddr is the advertised gossip address.
-func (c *Cluster) GossipAddr() string {
-	n := c.ml.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-}
+func (c *Cluster) GossipAddr() string { return c.gossipAddr }
 
 // RaftAddr is the advertised Raft address.
 func (c *Cluster) RaftAddr() string { return string(c.transport.LocalAddr()) }
