@@ -60,6 +60,8 @@ type Scheduler struct {
 	snap    atomic.Pointer[snapshot]
 
 	pickedLocal, pickedPeer, noPeer, saturated, budgetOut, holds atomic.Uint64
+	// panicking is set while no candidate is healthy and all are tried.
+	panicking atomic.Bool
 }
 
 // snapshot is an immutable view of the peers.
@@ -166,6 +168,22 @@ func (s *Scheduler) SetPeers(peers []Peer) {
 			cands = append(cands, all[i])
 		}
 	}
+	// Panic mode, as Envoy's: when health checks fail everywhere (often a
+	// sign of an overloaded or partitioned checker rather than of dead
+	// backends), trying them beats refusing every request.
+	panicking := false
+	if len(cands) == 0 {
+		for i := range all {
+			p := &all[i]
+			if p.Serving && p.State.TakesTraffic() && (p.Local || p.Addr != "") {
+				c := *p
+				c.Load.Healthy = true // the candidate copy only; Status shows the truth
+				cands = append(cands, c)
+				panicking = true
+			}
+		}
+	}
+	s.panicking.Store(panicking)
 	slices.SortFunc(cands, func(a, b Peer) int {
 		return cmp.Or(cmp.Compare(a.Zone, b.Zone), cmp.Compare(a.Name, b.Name))
 	})
@@ -392,6 +410,9 @@ type Stats struct {
 	// ZoneSpills counts decisions that left this node's zone (0 without
 	// zone awareness).
 	ZoneSpills uint64
+	// Panic is true while no candidate passes its health check, so all
+	// of them are tried regardless (panic mode).
+	Panic bool
 	// Outliers and RetryBudget are the detector's and the budget's figures.
 	Outliers    OutlierStats
 	RetryBudget RetryBudgetStats
@@ -403,6 +424,7 @@ func (s *Scheduler) Stats() Stats {
 		PickedLocal: s.pickedLocal.Load(), PickedPeer: s.pickedPeer.Load(),
 		NoPeer: s.noPeer.Load(), Saturated: s.saturated.Load(), BudgetExhausted: s.budgetOut.Load(),
 		RetryAfterHolds: s.holds.Load(),
+		Panic:           s.panicking.Load(),
 		Outliers:        s.outliers.Stats(),
 		RetryBudget:     s.budget.Stats(),
 	}

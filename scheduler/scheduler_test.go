@@ -423,3 +423,31 @@ func TestTicketZeroDone(t *testing.T) {
 	var tk Ticket
 	tk.Done(Result{Status: 500}) // must not panic
 }
+
+func TestPanicModeWhenNoCandidateIsHealthy(t *testing.T) {
+	s, err := New(DefaultConfig(), Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sick := Load{Version: 1, Healthy: false, Capacity: 10}
+	s.SetPeers([]Peer{
+		{Name: "a", Addr: "a:1", State: StateActive, Serving: true, Load: sick},
+		{Name: "b", Addr: "b:1", State: StateStandby, Serving: true, Load: sick},
+	})
+	tk, err := s.Pick("", nil)
+	if err != nil || tk.Peer.Name != "a" || !s.Stats().Panic {
+		t.Fatalf("pick %q, %v, panic=%v: want a in panic mode (b is standby)", tk.Peer.Name, err, s.Stats().Panic)
+	}
+	tk.Done(Result{Status: 200})
+	s.SetPeers([]Peer{
+		{Name: "a", Addr: "a:1", State: StateActive, Serving: true, Load: sick},
+		{Name: "c", Addr: "c:1", State: StateActive, Serving: true, Load: Load{Version: 1, Healthy: true, Capacity: 10}},
+	})
+	for range 20 {
+		tk, err := s.Pick("", nil)
+		if err != nil || tk.Peer.Name != "c" || s.Stats().Panic {
+			t.Fatalf("pick %q, %v: want only healthy c once one is healthy", tk.Peer.Name, err)
+		}
+		tk.Done(Result{Status: 200})
+	}
+}
