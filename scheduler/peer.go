@@ -111,14 +111,25 @@ func (p *Peer) Inflight() int {
 // within the tracker's FreshFor), otherwise the gossiped Load.LatencyEWMA,
 // otherwise this node's stale estimate. The local estimate includes the
 // network hop; the gossiped one is the backend's own.
+//
+// While requests to the peer are in flight and it has answered none of them
+// for longer than the estimate, the silence itself is the estimate: a peer
+// that died (or hangs) looks slower every moment instead of keeping the
+// figure it had, or falling back to an old gossiped one.
 func (p *Peer) Latency(now time.Time) (time.Duration, bool) {
+	var stalled time.Duration
 	if p.live != nil {
-		if d, fresh, ok := p.live.stats.latency(now.UnixNano()); ok && (fresh || p.Load.LatencyEWMA <= 0) {
-			return d, true
+		ns := now.UnixNano()
+		stalled = p.live.stats.stalled(ns)
+		if d, fresh, ok := p.live.stats.latency(ns); ok && (fresh || p.Load.LatencyEWMA <= 0) {
+			return max(d, stalled), true
 		}
 	}
 	if p.Load.LatencyEWMA > 0 {
-		return p.Load.LatencyEWMA, true
+		return max(p.Load.LatencyEWMA, stalled), true
+	}
+	if stalled > 0 {
+		return stalled, true
 	}
 	return 0, false
 }

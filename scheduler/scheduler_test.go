@@ -451,3 +451,29 @@ func TestPanicModeWhenNoCandidateIsHealthy(t *testing.T) {
 		tk.Done(Result{Status: 200})
 	}
 }
+
+func TestSilentPeerLooksSlowerEveryMoment(t *testing.T) {
+	clk := time.Unix(1000, 0)
+	now := func() time.Time { return clk }
+	s, err := New(DefaultConfig(), Deps{Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetPeers([]Peer{{Name: "a", Addr: "a:1", State: StateActive, Serving: true, Capacity: 100}})
+	// A few quick answers give a 2ms estimate.
+	for range 5 {
+		tk, _ := s.Pick("", nil)
+		clk = clk.Add(2 * time.Millisecond)
+		tk.Done(Result{Status: 200})
+	}
+	tk, _ := s.Pick("", nil) // never answered: the peer died
+	p := s.snap.Load().cands[0]
+	clk = clk.Add(time.Second)
+	if d, _ := p.Latency(clk); d < time.Second {
+		t.Fatalf("latency %s after 1s of silence with a request in flight; want ≥ 1s", d)
+	}
+	tk.Done(Result{Err: context.DeadlineExceeded})
+	if st := p.live.stats.stalled(clk.UnixNano()); st != 0 {
+		t.Fatalf("stalled %s once nothing is in flight", st)
+	}
+}

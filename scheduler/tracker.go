@@ -84,14 +84,39 @@ type PeerStats struct {
 	ewma     PeakEWMA
 	requests atomic.Uint64
 	failures atomic.Uint64
+	// lastEvent is when (unix ns) a request to the peer last ended, or
+	// started while none was in flight: with requests in flight, now minus
+	// lastEvent is how long the peer has been silent.
+	lastEvent atomic.Int64
+}
+
+// stalled returns how long the peer has answered nothing while requests
+// to it were in flight (0 when none is in flight).
+func (s *PeerStats) stalled(now int64) time.Duration {
+	if s.breaker.Inflight() == 0 {
+		return 0
+	}
+	return time.Duration(max(now-s.lastEvent.Load(), 0))
+}
+
+func (s *PeerStats) begun() {
+	if s.breaker.Inflight() == 1 {
+		s.lastEvent.Store(s.t.now().UnixNano())
+	}
 }
 
 // Begin counts a request as in flight, ignoring the in-flight cap.
-func (s *PeerStats) Begin() { s.breaker.force() }
+func (s *PeerStats) Begin() { s.breaker.force(); s.begun() }
 
 // TryBegin counts a request as in flight unless the peer is at its
 // in-flight cap, and reports whether it did.
-func (s *PeerStats) TryBegin() bool { return s.breaker.Acquire() }
+func (s *PeerStats) TryBegin() bool {
+	if !s.breaker.Acquire() {
+		return false
+	}
+	s.begun()
+	return true
+}
 
 // End finishes a request begun with Begin or TryBegin, recording its
 // latency and whether it failed.
@@ -104,6 +129,7 @@ func (s *PeerStats) End(latency time.Duration, err error) {
 // a peer failing fast does not attract traffic (a "black hole").
 func (s *PeerStats) end(now int64, latency time.Duration, failed bool) {
 	s.breaker.Release()
+	s.lastEvent.Store(now)
 	s.requests.Add(1)
 	if failed {
 		s.failures.Add(1)
@@ -116,7 +142,10 @@ func (s *PeerStats) end(now int64, latency time.Duration, failed bool) {
 
 // abandon finishes a request without recording an outcome (the client went
 // away; it says nothing about the peer).
-func (s *PeerStats) abandon() { s.breaker.Release() }
+func (s *PeerStats) abandon() {
+	s.breaker.Release()
+	s.lastEvent.Store(s.t.now().UnixNano())
+}
 
 // Inflight returns this node's requests in flight to the peer.
 func (s *PeerStats) Inflight() int { return s.breaker.Inflight() }

@@ -109,6 +109,7 @@ Press Ctrl-C to stop.
 	f.DurationVar(&cfg.DialTimeout, "dial-timeout", cfg.DialTimeout, "timeout to connect to a peer or the backend")
 	f.DurationVar(&cfg.RequestHeaderTimeout, "request-header-timeout", cfg.RequestHeaderTimeout, "time a client has to send its request headers")
 	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "close idle client and peer connections after this long")
+	f.DurationVar(&cfg.PeerTimeout, "peer-timeout", cfg.PeerTimeout, "a peer connection silent this long (keep-alives included) is closed and its requests retried elsewhere")
 	f.DurationVar(&cfg.UpstreamTimeout, "upstream-timeout", cfg.UpstreamTimeout, "overall limit for a request to a backend or peer, body included (0: none)")
 	f.StringVar(&cfg.Policy, "policy", cfg.Policy, "where requests go: "+strings.Join(scheduler.PolicyNames(), ", "))
 	f.StringVar(&cfg.HashHeader, "hash-header", "", "request header whose value is the consistent-hash key")

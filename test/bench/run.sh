@@ -109,3 +109,4 @@ log "running lmbench (defaults take about 7 minutes)"
 	-doc "${BENCH_DOC-$root/docs/benchmarks.md}" &
 lmpid=$!
 wait "$lmpid"
+go build -o "$work/schedbench" ./test/bench/cmd/schedbench && log "running schedbench: skewed cluster and node kills, about 7 minutes (docs/benchmarks-scheduling.md; BENCH_SCHED_ARGS adds flags, BENCH_SCHED_DOC=\"\" writes nowhere)" && { "$work/schedbench" -die-with-parent -bin "$work/loadmesh" -work "$work/sched" -pidfile "$pidfile" -version "$version" -rounds "${BENCH_ROUNDS:-5}" -doc "${BENCH_SCHED_DOC-$root/docs/benchmarks-scheduling.md}" ${BENCH_SCHED_ARGS:-} & lmpid=$!; wait "$lmpid"; }

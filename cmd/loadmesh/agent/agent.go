@@ -147,8 +147,13 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	}
 	pcfg := transport.DefaultPeerConfig()
 	pcfg.Addr = a.cfg.Peer
-	pcfg.DialTimeout = a.cfg.DialTimeout
-	pcfg.MaxIdleTimeout = max(a.cfg.IdleTimeout, time.Second)
+	// A peer connection with requests in flight must notice a dead peer
+	// fast: keep-alives every PeerTimeout/3 mean a live peer always sends
+	// something, so PeerTimeout of silence closes the connection and its
+	// idempotent requests are retried elsewhere.
+	pcfg.DialTimeout = min(a.cfg.DialTimeout, a.cfg.PeerTimeout)
+	pcfg.MaxIdleTimeout = a.cfg.PeerTimeout
+	pcfg.KeepAlivePeriod = a.cfg.PeerTimeout / 3
 	a.peer, err = transport.NewPeerServer(pcfg, transport.PeerDeps{
 		TLS:        a.mtls,
 		Handler:    transport.PeerHandler(a.cfg.Name, a.local),

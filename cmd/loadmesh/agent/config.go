@@ -52,6 +52,9 @@ type Config struct {
 	RequestHeaderTimeout time.Duration `yaml:"request-header-timeout"`
 	// IdleTimeout closes idle client and peer connections.
 	IdleTimeout time.Duration `yaml:"idle-timeout"`
+	// PeerTimeout is how long a peer connection may stay silent (keep-alives
+	// included) before the peer is taken for gone.
+	PeerTimeout time.Duration `yaml:"peer-timeout"`
 	// UpstreamTimeout bounds a whole request to a backend or peer (0: none).
 	UpstreamTimeout time.Duration `yaml:"upstream-timeout"`
 
@@ -95,6 +98,7 @@ func DefaultConfig() Config {
 		RequestHeaderTimeout: 10 * time.Second,
 		IdleTimeout:          2 * time.Minute,
 		UpstreamTimeout:      5 * time.Minute,
+		PeerTimeout:          3 * time.Second,
 
 		Policy:         scheduler.DefaultPolicy,
 		HealthPath:     "/",
@@ -188,6 +192,9 @@ func (c Config) Validate() error {
 	}
 	if c.DrainTimeout <= 0 {
 		add("--drain-timeout %s must be positive", c.DrainTimeout)
+	}
+	if c.PeerTimeout < time.Second || c.PeerTimeout > 10*time.Minute {
+		add("--peer-timeout %s is outside 1s..10m", c.PeerTimeout)
 	}
 	if c.UpstreamTimeout < 0 {
 		add("--upstream-timeout %s is negative", c.UpstreamTimeout)
