@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/loadmesh/loadmesh/scheduler"
@@ -130,5 +132,65 @@ func TestPlanAPIRejectsBadInput(t *testing.T) {
 	}
 	if after := c.Nodes[0].Plan().Plan().Version; after != before {
 		t.Fatalf("bad input changed the plan: version %d → %d", before, after)
+	}
+}
+
+func TestPlanApplyValidateAndRollback(t *testing.T) {
+	skipShort(t)
+	c := harness.Start(t, 3, harness.Options{})
+	leader := c.WaitForLeader(t)
+	var follower *harness.Node
+	for _, n := range c.Live() {
+		if n != leader {
+			follower = n
+		}
+	}
+	example, err := os.ReadFile("../deploy/plan.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	postYAML := func(body string) (int, []byte) {
+		resp, err := http.Post("http://"+follower.APIAddr()+"/v1/plan?reason=test", "application/yaml", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	if code, body := postYAML(string(example)); code != 200 {
+		t.Fatalf("apply example: %d %s", code, body)
+	}
+	first := leader.Plan().Spec()
+	if first.PlanVersion == 0 || first.Why != "test" {
+		t.Fatalf("spec after apply: %+v", first)
+	}
+	// An invalid file is refused with the reasons, and changes nothing.
+	for _, bad := range []string{"mode: sideways\n", "limits:\n  min_active: 5\n  max_active: 2\n", "no_such_key: 1\n", "::: not yaml"} {
+		code, body := postYAML(bad)
+		if code != 422 || !strings.Contains(string(body), "invalid plan file") {
+			t.Fatalf("bad plan %q: %d %s", bad, code, body)
+		}
+	}
+	if got := leader.Plan().Spec(); got.PlanVersion != first.PlanVersion {
+		t.Fatalf("a refused plan changed the spec: %+v", got)
+	}
+	second := strings.Replace(string(example), "mode: auto", "mode: dry-run", 1)
+	if code, body := postYAML(second); code != 200 {
+		t.Fatalf("apply second: %d %s", code, body)
+	}
+	if code, body := post(t, "http://"+follower.APIAddr()+"/v1/plan/rollback", ""); code != 200 {
+		t.Fatalf("rollback: %d %s", code, body)
+	}
+	retry.Run(t, func(r *retry.R) {
+		for _, n := range c.Live() {
+			cur := n.Plan().Spec()
+			if string(cur.Doc) != string(first.Doc) || !strings.Contains(cur.Why, "rollback") {
+				r.Fatalf("%s: spec after rollback %s (%s), want the first again", n.Name(), cur.Doc, cur.Why)
+			}
+		}
+	})
+	if code, _ := post(t, "http://"+follower.APIAddr()+"/v1/plan/rollback", `{"version":999}`); code != 404 {
+		t.Fatalf("rollback to an unknown version: %d, want 404", code)
 	}
 }

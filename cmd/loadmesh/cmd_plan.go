@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,6 +20,8 @@ import (
 
 	"github.com/loadmesh/loadmesh/cmd/loadmesh/agent"
 	"github.com/loadmesh/loadmesh/scheduler"
+	"github.com/loadmesh/loadmesh/scheduler/autoscale"
+	"github.com/loadmesh/loadmesh/store"
 )
 
 // postJSON sends body to an API path and decodes the answer into v.
@@ -173,6 +179,161 @@ func newPlanCmd() *cobra.Command {
 		}
 		return nil
 	}
-	plan.AddCommand(show)
+	plan.AddCommand(show, newPlanValidateCmd(), newPlanDiffCmd(), newPlanApplyCmd(), newPlanHistoryCmd(), newPlanRollbackCmd())
 	return plan
+}
+
+func readSpec(file string) (autoscale.Spec, []byte, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return autoscale.Spec{}, nil, err
+	}
+	spec, err := autoscale.ParseSpec(b)
+	if err != nil {
+		return autoscale.Spec{}, nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return spec, b, nil
+}
+
+func newPlanValidateCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "validate FILE",
+		Short: "Check a plan file (schema, limits, schedules, hooks) without applying it",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, _, err := readSpec(args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: valid\n", args[0])
+			return nil
+		},
+	}
+}
+
+// currentSpec fetches the cluster's spec (the defaults when none applied).
+func currentSpec(cmd *cobra.Command, api string) (autoscale.Spec, agent.PlanView, error) {
+	var p agent.PlanView
+	if _, err := getJSON(cmd.Context(), api, "/v1/plan", &p); err != nil {
+		return autoscale.Spec{}, p, err
+	}
+	cur := autoscale.DefaultSpec()
+	if len(p.Spec.Doc) > 0 {
+		if err := json.Unmarshal(p.Spec.Doc, &cur); err != nil {
+			return cur, p, fmt.Errorf("the cluster's spec is unreadable: %v", err)
+		}
+	}
+	return cur, p, nil
+}
+
+func newPlanDiffCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "diff FILE", Short: "Show what applying a plan file would change", Args: cobra.ExactArgs(1)}
+	api := apiFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		next, _, err := readSpec(args[0])
+		if err != nil {
+			return err
+		}
+		cur, _, err := currentSpec(cmd, *api)
+		if err != nil {
+			return err
+		}
+		changes := autoscale.Diff(cur, next)
+		if len(changes) == 0 {
+			fmt.Fprintln(cmd.OutOrStdout(), "no changes")
+		}
+		for _, c := range changes {
+			fmt.Fprintln(cmd.OutOrStdout(), c)
+		}
+		return nil
+	}
+	return cmd
+}
+
+func newPlanApplyCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "apply FILE", Short: "Validate a plan file and make it the cluster's scaling spec", Args: cobra.ExactArgs(1)}
+	api := apiFlag(cmd)
+	reason := cmd.Flags().String("reason", "", "why, for the audit log")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		_, raw, err := readSpec(args[0])
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
+		defer cancel()
+		u := apiURL(*api, "/v1/plan?reason="+url.QueryEscape(*reason))
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(raw))
+		if err != nil {
+			return fmt.Errorf("bad --api %q: %v", *api, err)
+		}
+		req.Header.Set("Content-Type", "application/yaml")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("cannot reach agent at %s: %v", *api, unwrapURLError(err))
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if resp.StatusCode != http.StatusOK {
+			var e struct{ Error string }
+			if json.Unmarshal(b, &e) == nil && e.Error != "" {
+				return errors.New(e.Error)
+			}
+			return fmt.Errorf("agent answered %s", resp.Status)
+		}
+		var ev scheduler.Event
+		json.Unmarshal(b, &ev)
+		fmt.Fprintf(cmd.OutOrStdout(), "applied %s as plan version %d\n", args[0], ev.Version)
+		return nil
+	}
+	return cmd
+}
+
+func newPlanHistoryCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "history", Short: "List the earlier scaling specs (for rollback)", Args: cobra.NoArgs}
+	api := apiFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		var hist []store.SpecRecord
+		if _, err := getJSON(cmd.Context(), *api, "/v1/plan/history", &hist); err != nil {
+			return err
+		}
+		_, p, err := currentSpec(cmd, *api)
+		if err != nil {
+			return err
+		}
+		if p.Spec.PlanVersion != 0 {
+			hist = append(hist, p.Spec)
+		}
+		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "VERSION\tWHEN\tWHO\tWHY\t")
+		for i, r := range hist {
+			cur := ""
+			if i == len(hist)-1 && p.Spec.PlanVersion != 0 {
+				cur = " (current)"
+			}
+			fmt.Fprintf(tw, "%d%s\t%s\t%s\t%s\t\n", r.PlanVersion, cur, r.Time.Local().Format(time.DateTime), r.Who, r.Why)
+		}
+		return tw.Flush()
+	}
+	return cmd
+}
+
+func newPlanRollbackCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "rollback [VERSION]", Short: "Restore an earlier scaling spec (default: the one before the current)", Args: cobra.MaximumNArgs(1)}
+	api := apiFlag(cmd)
+	reason := cmd.Flags().String("reason", "", "why, for the audit log")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		var v uint64
+		if len(args) == 1 {
+			var err error
+			if v, err = strconv.ParseUint(args[0], 10, 64); err != nil || v == 0 {
+				return fmt.Errorf("version %q is not a plan version (see loadmesh plan history)", args[0])
+			}
+		}
+		var ev scheduler.Event
+		if err := postJSON(cmd.Context(), *api, "/v1/plan/rollback", map[string]any{"version": v, "reason": *reason}, &ev); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "rolled back: %s (plan version %d)\n", ev.Why, ev.Version)
+		return nil
+	}
+	return cmd
 }

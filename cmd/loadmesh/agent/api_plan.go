@@ -10,10 +10,12 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/loadmesh/loadmesh/cluster"
 	"github.com/loadmesh/loadmesh/scheduler"
+	"github.com/loadmesh/loadmesh/scheduler/autoscale"
 	"github.com/loadmesh/loadmesh/store"
 )
 
@@ -64,6 +66,8 @@ func (a *Agent) registerPlanAPI(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusOK, out)
 	})
+	mux.HandleFunc("POST /v1/plan", a.leaderOnly(a.applySpec))
+	mux.HandleFunc("POST /v1/plan/rollback", a.leaderOnly(a.rollbackSpec))
 	for action, state := range map[string]scheduler.NodeState{
 		"drain": scheduler.StateDraining, "activate": scheduler.StateActive, "cordon": scheduler.StateCordoned, "standby": scheduler.StateStandby,
 	} {
@@ -215,4 +219,83 @@ func validateName(name string) error {
 		return fmt.Errorf("node name %q is not allowed", name)
 	}
 	return nil
+}
+
+// applySpec takes a plan file (YAML) and makes it the cluster's scaling
+// spec, after validating it completely; an invalid file changes nothing.
+func (a *Agent) applySpec(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxAPIBody+1))
+	if err != nil || len(body) > maxAPIBody {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("plan file missing or larger than %d bytes", maxAPIBody))
+		return
+	}
+	spec, err := autoscale.ParseSpec(body)
+	if err != nil {
+		writeError(w, http.StatusUnprocessableEntity, "invalid plan file: "+oneLine(err))
+		return
+	}
+	a.proposeSpec(w, r, spec, r.URL.Query().Get("reason"), "plan apply")
+}
+
+func (a *Agent) proposeSpec(w http.ResponseWriter, r *http.Request, spec autoscale.Spec, why, kind string) {
+	doc, err := json.Marshal(spec)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "encode spec: "+err.Error())
+		return
+	}
+	if why == "" {
+		why = kind
+	}
+	ev, err := a.apply(store.Command{Op: store.OpSpecApply, Doc: doc, Time: time.Now().UTC(), Who: actor(r), Why: why})
+	if err != nil {
+		writeApplyError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ev)
+}
+
+// rollbackRequest is the body of POST /v1/plan/rollback.
+type rollbackRequest struct {
+	// Version is the plan version whose spec to restore; 0 means the
+	// spec before the current one.
+	Version uint64 `json:"version"`
+	Reason  string `json:"reason"`
+}
+
+func (a *Agent) rollbackSpec(w http.ResponseWriter, r *http.Request) {
+	var req rollbackRequest
+	if err := decodeBody(r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	var rec store.SpecRecord
+	if req.Version == 0 {
+		hist := a.fsm.SpecHistory()
+		if len(hist) == 0 {
+			writeError(w, http.StatusConflict, "no earlier spec to roll back to")
+			return
+		}
+		rec = hist[len(hist)-1]
+	} else {
+		var ok bool
+		if rec, ok = a.fsm.SpecAt(req.Version); !ok {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("plan version %d introduced no spec (see loadmesh plan history)", req.Version))
+			return
+		}
+	}
+	var spec autoscale.Spec
+	if err := json.Unmarshal(rec.Doc, &spec); err != nil {
+		writeError(w, http.StatusInternalServerError, fmt.Sprintf("stored spec of version %d is unreadable: %v", rec.PlanVersion, err))
+		return
+	}
+	why := req.Reason
+	if why == "" {
+		why = fmt.Sprintf("rollback to the spec of plan version %d", rec.PlanVersion)
+	}
+	a.proposeSpec(w, r, spec, why, "rollback")
+}
+
+// oneLine joins a multi-error into one line.
+func oneLine(err error) string {
+	return strings.ReplaceAll(err.Error(), "\n", "; ")
 }
