@@ -35,6 +35,8 @@ type Deps struct {
 	Snapshots   raft.SnapshotStore
 	// RaftTLS, when set, puts the Raft transport under mutual TLS.
 	RaftTLS *RaftTLS
+	// LeaderHooks run while this node leads (see LeaderHook).
+	LeaderHooks []LeaderHook
 	// OnLeaderChange, when set, is called (on its own goroutine's loop,
 	// never concurrently) after every observed change of leader.
 	OnLeaderChange func(leader string)

@@ -84,6 +84,18 @@ func (c *Cluster) leaderLoop(stop chan struct{}) {
 		case <-time.After(c.cfg.ReconcileInterval):
 		}
 	}
+	// Leader-only work starts after the Barrier and stops, in reverse
+	// order, when leadership ends.
+	for i, h := range c.deps.LeaderHooks {
+		if err := h.Establish(); err != nil {
+			c.log.Error("leader hook failed to start", "hook", i, "error", err)
+		}
+	}
+	defer func() {
+		for i := len(c.deps.LeaderHooks) - 1; i >= 0; i-- {
+			c.deps.LeaderHooks[i].Revoke()
+		}
+	}()
 	missingSince := map[string]time.Time{}
 	t := time.NewTicker(c.cfg.ReconcileInterval)
 	defer t.Stop()

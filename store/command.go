@@ -40,8 +40,10 @@ const (
 // DemandPoint is one minute of cluster demand.
 type DemandPoint struct {
 	Minute time.Time `json:"t"`
-	// RPS is the mean cluster requests/s over the minute.
-	RPS float64 `json:"rps"`
+	// RPS is the mean cluster requests/s over the minute; MaxRPS the
+	// highest reading in it.
+	RPS    float64 `json:"rps"`
+	MaxRPS float64 `json:"max_rps,omitempty"`
 	// P95 is the worst node p95 latency in seconds.
 	P95 float64 `json:"p95,omitempty"`
 	// Active is the number of active nodes at the end of the minute.

@@ -48,28 +48,29 @@ type Agent struct {
 	log  *slog.Logger
 	reg  *prometheus.Registry
 
-	dataDir  *store.DataDir
-	tmpDir   string
-	fsm      *store.FSM
-	cluster  *cluster.Cluster
-	demo     *demo.Server
-	backend  *transport.Backend
-	ingress  *transport.Ingress
-	httpLn   net.Listener
-	apiLn    net.Listener
-	mtls     *transport.MutualTLS
-	peer     *transport.PeerServer
-	peers    *peerView
-	local    http.Handler // the metered local backend; nil on ingress-only nodes
-	health   *transport.HealthChecker
-	sys      *sysLoad
-	healthCh chan struct{}
-	pubStop  chan struct{}
-	pubWG    sync.WaitGroup
-	httpSrv  *http.Server
-	h3Srv    *http3.Server
-	h3Conn   net.PacketConn
-	apiSrv   *http.Server
+	dataDir    *store.DataDir
+	tmpDir     string
+	fsm        *store.FSM
+	cluster    *cluster.Cluster
+	demo       *demo.Server
+	backend    *transport.Backend
+	ingress    *transport.Ingress
+	httpLn     net.Listener
+	apiLn      net.Listener
+	mtls       *transport.MutualTLS
+	peer       *transport.PeerServer
+	peers      *peerView
+	local      http.Handler // the metered local backend; nil on ingress-only nodes
+	autoscaler *autoscalerHook
+	health     *transport.HealthChecker
+	sys        *sysLoad
+	healthCh   chan struct{}
+	pubStop    chan struct{}
+	pubWG      sync.WaitGroup
+	httpSrv    *http.Server
+	h3Srv      *http3.Server
+	h3Conn     net.PacketConn
+	apiSrv     *http.Server
 
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -86,7 +87,9 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if deps.Registry == nil {
 		deps.Registry = prometheus.NewRegistry()
 	}
-	return &Agent{cfg: cfg, deps: deps, log: deps.Logger.With("node", cfg.Name), reg: deps.Registry}, nil
+	a := &Agent{cfg: cfg, deps: deps, log: deps.Logger.With("node", cfg.Name), reg: deps.Registry}
+	a.autoscaler = &autoscalerHook{a: a}
+	return a, nil
 }
 
 // Start opens the data dir, binds every port, starts gossip and Raft, and
@@ -217,6 +220,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		LogStore:    a.dataDir.Bolt,
 		StableStore: a.dataDir.Bolt,
 		Snapshots:   a.dataDir.Snapshots,
+		LeaderHooks: []cluster.LeaderHook{a.autoscaler},
 		RaftTLS: &cluster.RaftTLS{
 			Server: a.mtls.ServerConfig(raftALPN),
 			Client: func(peer string) *tls.Config { return a.mtls.ClientConfig(peer, raftALPN) },

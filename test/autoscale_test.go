@@ -1,0 +1,83 @@
+package test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/loadmesh/loadmesh/scheduler"
+	"github.com/loadmesh/loadmesh/test/harness"
+	"github.com/loadmesh/loadmesh/test/retry"
+)
+
+const idleSpec = `mode: auto
+interval: 1s
+limits:
+  min_active: 2
+  max_active: 4
+targets:
+  inflight_utilisation: 0.7
+  rps_per_node: 70
+scale_in:
+  stabilisation: 0s
+  max_step_nodes: 4
+  max_step_percent: 100
+predictive:
+  enabled: false
+`
+
+func activeNodes(n *harness.Node) (active int, others []string) {
+	for name, pn := range n.Plan().Plan().Nodes {
+		if pn.State == scheduler.StateActive {
+			active++
+		} else {
+			others = append(others, name+"="+string(pn.State))
+		}
+	}
+	return active, others
+}
+
+func TestAutoscalerScalesAnIdleClusterDownToItsMinimum(t *testing.T) {
+	skipShort(t)
+	c := harness.Start(t, 4, harness.Options{Backends: true})
+	leader := c.WaitForLeader(t)
+	resp, err := http.Post("http://"+leader.APIAddr()+"/v1/plan", "application/yaml", strings.NewReader(idleSpec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("apply spec: %s", resp.Status)
+	}
+	// Idle: the autoscaler drains two of the four nodes, which finish
+	// their (empty) drains and become standby; never below the minimum.
+	retry.RunFor(t, 40*time.Second, func(r *retry.R) {
+		active, others := activeNodes(leader)
+		if active != 2 || len(others) != 2 || !strings.Contains(strings.Join(others, ","), "standby") {
+			r.Fatalf("%d active, others %v; want 2 active and 2 standby", active, others)
+		}
+	})
+	byAutoscaler := 0
+	for _, e := range leader.Plan().Events(0) {
+		if e.Who == "autoscaler" && e.After != "" && strings.Contains(e.After, "draining") {
+			byAutoscaler++
+		}
+	}
+	if byAutoscaler != 2 {
+		t.Fatalf("%d drains recorded for the autoscaler, want 2", byAutoscaler)
+	}
+	// The decision and its reasons are visible through any node.
+	resp, err = http.Get("http://" + c.Nodes[0].APIAddr() + "/v1/autoscaler")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET /v1/autoscaler: %s", resp.Status)
+	}
+	// Standby nodes take no forwarded traffic, and the plan stays put.
+	if active, _ := activeNodes(leader); active != 2 {
+		t.Fatalf("active count moved to %d", active)
+	}
+}
