@@ -40,7 +40,16 @@ func TestDrainThroughAFollowerStopsTraffic(t *testing.T) {
 		}
 	}
 	// Drain node-0 by asking a follower: the write is carried to the leader.
-	code, body := post(t, "http://"+follower.APIAddr()+"/v1/nodes/node-0/drain", `{"reason":"maintenance window"}`)
+	// 503 means "no leader right now, try again" (an election on a busy
+	// machine); anything else is final.
+	var code int
+	var body []byte
+	retry.Run(t, func(r *retry.R) {
+		code, body = post(t, "http://"+follower.APIAddr()+"/v1/nodes/node-0/drain", `{"reason":"maintenance window"}`)
+		if code == http.StatusServiceUnavailable {
+			r.Fatalf("drain: %d %s", code, body)
+		}
+	})
 	if code != 200 {
 		t.Fatalf("drain: %d %s", code, body)
 	}

@@ -99,7 +99,8 @@ func TestTrafficMovesAwayFromASlowNodeAndBack(t *testing.T) {
 	waitServingPeers(t, c, ingress, 2)
 	hc := client(t)
 
-	slow.delay.Store(int64(30 * time.Millisecond))
+	// Far slower than any stall a busy test machine adds to every node.
+	slow.delay.Store(int64(150 * time.Millisecond))
 	fast.delay.Store(int64(time.Millisecond))
 	// Once the scheduler has seen the difference, the slow node gets only
 	// a small share (p2c still probes it now and then).

@@ -671,8 +671,11 @@ func TestPeerDialErrors(t *testing.T) {
 		if !errors.As(err, &de) || !errors.Is(err, ErrDial) || de.Peer != "node-x" || de.Addr != target.Addr {
 			t.Fatalf("err = %#v, want a *DialError for %v", err, target)
 		}
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("err = %v, want it to wrap context.DeadlineExceeded", err)
+		// Whichever fires first — the dial deadline or QUIC's handshake idle
+		// timeout (same length) — the error must say it was a timeout.
+		var ne net.Error
+		if !errors.Is(err, context.DeadlineExceeded) && !(errors.As(err, &ne) && ne.Timeout()) {
+			t.Errorf("err = %v, want a timeout", err)
 		}
 		if elapsed := time.Since(start); elapsed > ptScale(5*time.Second) {
 			t.Errorf("dial took %s with a %s timeout", elapsed, cfg.DialTimeout)
