@@ -42,14 +42,15 @@ func TestAutoscalerScalesAnIdleClusterDownToItsMinimum(t *testing.T) {
 	skipShort(t)
 	c := harness.Start(t, 4, harness.Options{Backends: true})
 	leader := c.WaitForLeader(t)
-	resp, err := http.Post("http://"+leader.APIAddr()+"/v1/plan", "application/yaml", strings.NewReader(idleSpec))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("apply spec: %s", resp.Status)
-	}
+	// 503 is "no leader right now, try again" (an election on a busy machine).
+	retry.Run(t, func(r *retry.R) {
+		resp, err := http.Post("http://"+leader.APIAddr()+"/v1/plan", "application/yaml", strings.NewReader(idleSpec))
+		r.Check(err)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			r.Fatalf("apply spec: %s", resp.Status)
+		}
+	})
 	// Idle: the autoscaler drains two of the four nodes, which finish
 	// their (empty) drains and become standby; never below the minimum.
 	retry.RunFor(t, 40*time.Second, func(r *retry.R) {
@@ -68,7 +69,7 @@ func TestAutoscalerScalesAnIdleClusterDownToItsMinimum(t *testing.T) {
 		t.Fatalf("%d drains recorded for the autoscaler, want 2", byAutoscaler)
 	}
 	// The decision and its reasons are visible through any node.
-	resp, err = http.Get("http://" + c.Nodes[0].APIAddr() + "/v1/autoscaler")
+	resp, err := http.Get("http://" + c.Nodes[0].APIAddr() + "/v1/autoscaler")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -114,6 +114,11 @@ func TestPlanAPIRejectsBadInput(t *testing.T) {
 	c := harness.Start(t, 1, harness.Options{})
 	c.WaitForLeader(t)
 	api := "http://" + c.Nodes[0].APIAddr()
+	retry.Run(t, func(r *retry.R) {
+		if _, ok := c.Nodes[0].Plan().Plan().Nodes["node-0"]; !ok {
+			r.Fatalf("node-0 not in the plan yet")
+		}
+	})
 	before := c.Nodes[0].Plan().Plan().Version
 	for _, tc := range []struct {
 		path, body string

@@ -78,9 +78,21 @@ func (c *BackendConfig) setDefaults() {
 // Backend is a streaming reverse proxy to the node's own service. It is an
 // http.Handler; in-flight requests are counted so the ingress can tell
 // whether the backend has headroom.
+//
+// For a plain-HTTP backend most requests take a fast path (h1Proxy) that
+// serves them on the handler's goroutine over pooled keep-alive
+// connections; the rest, and every request to an https backend, go
+// through an httputil.ReverseProxy. Both behave the same: hop-by-hop
+// headers are removed, X-Forwarded-For/Proto/Host and Via are set by the
+// ingress node (and kept as they are on requests forwarded by a peer),
+// bodies stream both ways with bounded buffering, HeaderNode names this
+// node on every answer, a client that goes away cancels the backend
+// request, and failures answer 502 (504 on a timeout, 499 when the client
+// went away).
 type Backend struct {
 	cfg      BackendConfig
 	proxy    *httputil.ReverseProxy
+	fast     *h1Proxy // nil for an https backend
 	inflight atomic.Int64
 	metrics  *ingressMetrics
 	log      *slog.Logger
@@ -104,9 +116,13 @@ func NewBackend(cfg BackendConfig, log *slog.Logger, reg prometheus.Registerer) 
 		MaxIdleConnsPerHost:   2 * cfg.Capacity,
 		IdleConnTimeout:       cfg.IdleConnTimeout,
 		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
-		ExpectContinueTimeout: time.Second,
+		ExpectContinueTimeout: h1ExpectTimeout,
 		ForceAttemptHTTP2:     target.Scheme == "https",
+		// A proxy passes content encodings through untouched (the fast
+		// path and the peer channel do too).
+		DisableCompression: true,
 	}
+	nodeHeader := []string{cfg.NodeName}
 	b.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
@@ -119,26 +135,35 @@ func NewBackend(cfg BackendConfig, log *slog.Logger, reg prometheus.Registerer) 
 			}
 			setIngressHeaders(pr, cfg.NodeName)
 		},
-		Transport: tr,
+		Transport:  tr,
+		BufferPool: h1BufferPool{},
 		ModifyResponse: func(r *http.Response) error {
-			r.Header.Set(HeaderNode, cfg.NodeName)
+			r.Header[HeaderNode] = nodeHeader
 			return nil
 		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			status := http.StatusBadGateway
-			if errors.Is(err, context.DeadlineExceeded) {
-				status = http.StatusGatewayTimeout
-			}
-			if r.Context().Err() != nil {
-				// The client went away; nobody reads this answer.
-				status = 499
-			}
-			b.log.Debug("backend request failed", "error", err, "path", r.URL.Path)
-			w.Header().Set(HeaderNode, cfg.NodeName)
-			http.Error(w, "loadmesh: backend of "+cfg.NodeName+" failed: "+errText(err), status)
-		},
+		ErrorHandler: b.fail,
+		ErrorLog:     slog.NewLogLogger(b.log.Handler(), slog.LevelDebug),
+	}
+	if target.Scheme == "http" && target.User == nil && (target.Path == "" || target.Path == "/") &&
+		target.RawPath == "" && target.RawQuery == "" && !target.ForceQuery {
+		b.fast = newH1Proxy(target.Host, cfg, b.fail, b.log.Debug)
 	}
 	return b, nil
+}
+
+// fail answers a request the backend could not serve.
+func (b *Backend) fail(w http.ResponseWriter, r *http.Request, err error) {
+	status := http.StatusBadGateway
+	if errors.Is(err, context.DeadlineExceeded) {
+		status = http.StatusGatewayTimeout
+	}
+	if r.Context().Err() != nil {
+		// The client went away; nobody reads this answer.
+		status = 499
+	}
+	b.log.Debug("backend request failed", "error", err, "path", r.URL.Path)
+	w.Header()[HeaderNode] = []string{b.cfg.NodeName}
+	http.Error(w, "loadmesh: backend of "+b.cfg.NodeName+" failed: "+errText(err), status)
 }
 
 // Inflight is the number of requests being served by the backend.
@@ -153,13 +178,27 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b.inflight.Add(1)
 	b.metrics.inflight.Inc()
 	start := time.Now()
-	rec := &statusRecorder{ResponseWriter: w}
+	status := 0
 	defer func() {
 		b.inflight.Add(-1)
 		b.metrics.inflight.Dec()
-		b.metrics.observe("local", rec.status, time.Since(start))
+		b.metrics.observe("local", status, time.Since(start))
 	}()
+	if b.fast != nil && b.fast.accepts(r) {
+		b.fast.serve(w, r, &status)
+		return
+	}
+	rec := &statusRecorder{ResponseWriter: w}
 	b.proxy.ServeHTTP(rec, r)
+	status = rec.status
+}
+
+// CloseIdleConnections closes the idle connections to the backend.
+func (b *Backend) CloseIdleConnections() {
+	if b.fast != nil {
+		b.fast.closeIdle()
+	}
+	b.proxy.Transport.(*http.Transport).CloseIdleConnections()
 }
 
 // errText keeps error text to one short line for clients.
@@ -235,3 +274,10 @@ func setIngressHeaders(pr *httputil.ProxyRequest, node string) {
 	}
 	pr.Out.Header.Set("Via", via)
 }
+
+// h1BufferPool lends the 32 KiB copy buffers to the Backend's
+// ReverseProxy.
+type h1BufferPool struct{}
+
+func (h1BufferPool) Get() []byte  { return *(h1Buffers.Get().(*[]byte)) }
+func (h1BufferPool) Put(b []byte) { h1Buffers.Put(&b) }

@@ -1,7 +1,7 @@
 package transport
 
 import (
-	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,7 +12,17 @@ type ingressMetrics struct {
 	duration *prometheus.HistogramVec
 	inflight prometheus.Gauge
 	retries  prometheus.Counter
+
+	// Resolved series of the routes the ingress and Backend use, filled
+	// on first use: WithLabelValues hashes its labels on every call.
+	counters  [len(knownRoutes)][len(outcomes)]atomic.Pointer[prometheus.Counter]
+	observers [len(knownRoutes)]atomic.Pointer[prometheus.Observer]
 }
+
+var (
+	knownRoutes = [...]string{"local", "forwarded", "none"}
+	outcomes    = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx", "canceled"}
+)
 
 func newIngressMetrics(reg prometheus.Registerer) *ingressMetrics {
 	m := &ingressMetrics{
@@ -41,17 +51,42 @@ func newIngressMetrics(reg prometheus.Registerer) *ingressMetrics {
 }
 
 func (m *ingressMetrics) observe(route string, status int, d time.Duration) {
-	m.requests.WithLabelValues(route, outcome(status)).Inc()
-	m.duration.WithLabelValues(route).Observe(d.Seconds())
+	o := outcomeIndex(status)
+	ri := -1
+	for i, r := range knownRoutes {
+		if r == route {
+			ri = i
+			break
+		}
+	}
+	if ri < 0 {
+		m.requests.WithLabelValues(route, outcomes[o]).Inc()
+		m.duration.WithLabelValues(route).Observe(d.Seconds())
+		return
+	}
+	c := m.counters[ri][o].Load()
+	if c == nil {
+		cc := m.requests.WithLabelValues(route, outcomes[o])
+		c = &cc
+		m.counters[ri][o].Store(c)
+	}
+	(*c).Inc()
+	h := m.observers[ri].Load()
+	if h == nil {
+		hh := m.duration.WithLabelValues(route)
+		h = &hh
+		m.observers[ri].Store(h)
+	}
+	(*h).Observe(d.Seconds())
 }
 
-func outcome(status int) string {
+func outcomeIndex(status int) int {
 	switch {
 	case status == 499:
-		return "canceled"
+		return len(outcomes) - 1 // canceled
 	case status >= 100 && status < 600:
-		return strconv.Itoa(status/100) + "xx"
+		return status/100 - 1
 	default:
-		return "2xx"
+		return 1 // 2xx
 	}
 }

@@ -8,9 +8,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
+	"net/textproto"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -98,12 +102,39 @@ type PeerClient struct {
 	wg     sync.WaitGroup // background closes of replaced connections
 }
 
-// peerConn is the connection pool for one peer. http3.Transport keeps at
-// most one connection per address, and every request to the peer uses
-// the same address, so it holds exactly one.
+// peerConn is the connection to one peer: at most one QUIC connection at
+// a time, dialled by the first request that needs it (concurrent requests
+// share the dial) and replaced by the next request once it is lost.
 type peerConn struct {
-	addr string
-	rt   *http3.Transport
+	c       *PeerClient
+	target  PeerTarget
+	factory *http3.Transport // the HTTP/3 client settings; makes ClientConns
+
+	cur    atomic.Pointer[h3Conn] // the connection in use, or nil
+	mu     sync.Mutex             // serialises replacing cur and closing
+	closed bool
+}
+
+// h3Conn is one QUIC connection to a peer, being dialled or established.
+type h3Conn struct {
+	ready    chan struct{} // closed once the dial ended
+	err      error         // the dial's error (a *DialError)
+	conn     *quic.Conn
+	cc       *http3.ClientConn
+	tls      *tls.ConnectionState // shared by every response on conn
+	cancel   context.CancelFunc   // aborts the dial
+	unusable atomic.Bool          // refused a new request stream (GOAWAY)
+}
+
+// usable reports whether requests may go to h: its dial is under way, or
+// it succeeded and the connection neither closed nor refused new streams.
+func (h *h3Conn) usable() bool {
+	select {
+	case <-h.ready:
+		return h.err == nil && !h.unusable.Load() && h.conn.Context().Err() == nil
+	default:
+		return true
+	}
 }
 
 func newPeerClient(s *PeerServer) *PeerClient {
@@ -138,7 +169,7 @@ func (c *PeerClient) RoundTripPeer(req *http.Request, t PeerTarget) (*http.Respo
 		closeRequestBody(req)
 		return nil, errors.New("forward request: nil url")
 	}
-	rt, err := c.transport(t)
+	pc, err := c.peer(t)
 	if err != nil {
 		closeRequestBody(req)
 		return nil, err
@@ -151,11 +182,209 @@ func (c *PeerClient) RoundTripPeer(req *http.Request, t PeerTarget) (*http.Respo
 		r2.URL = &u
 		out = &r2
 	}
-	resp, err := rt.RoundTrip(out)
-	if err != nil {
+	ctx := req.Context()
+	for attempt := 0; ; attempt++ {
+		h, err := pc.get(ctx)
+		if err != nil {
+			closeRequestBody(req)
+			return nil, c.classify(t, err)
+		}
+		resp, unsent, err := h.roundTrip(out)
+		if err == nil {
+			return resp, nil
+		}
+		if unsent && attempt == 0 && ctx.Err() == nil {
+			// The connection refused the request before it was sent
+			// (it was shutting down or closed): try once more on a new
+			// connection, as http3.Transport does.
+			h.unusable.Store(true)
+			continue
+		}
+		closeRequestBody(req)
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
 		return nil, c.classify(t, err)
 	}
-	return resp, nil
+}
+
+// roundTrip sends req on h. unsent reports an error that left the
+// request unprocessed by the peer, so that it may be sent again.
+//
+// A request without a body, nearly every forwarded request, is sent and
+// its response read on the caller's goroutine, through an HTTP/3 request
+// stream: http3.ClientConn.RoundTrip starts a goroutine per request to
+// watch its context. A request with a body goes through RoundTrip, which
+// streams the body from a goroutine of its own.
+func (h *h3Conn) roundTrip(req *http.Request) (resp *http.Response, unsent bool, err error) {
+	if req.Body != nil && req.Body != http.NoBody {
+		resp, err = h.cc.RoundTrip(req)
+		if err != nil {
+			// http3 wraps a failure to open the request stream (the
+			// connection is closing or got GOAWAY) in an unexported
+			// type; nothing was sent then.
+			return nil, strings.HasPrefix(err.Error(), "http3: conn unusable"), err
+		}
+		return resp, false, nil
+	}
+	ctx := req.Context()
+	str, err := h.cc.OpenRequestStream(ctx)
+	if err != nil {
+		return nil, ctx.Err() == nil, err
+	}
+	if err := str.SendRequestHeader(req); err != nil {
+		str.CancelRead(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
+		str.CancelWrite(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
+		return nil, false, err
+	}
+	str.Close() // no body
+	stop := context.AfterFunc(ctx, func() {
+		str.CancelWrite(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
+		str.CancelRead(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
+	})
+	trace := httptrace.ContextClientTrace(ctx)
+	for n1xx := 0; ; {
+		resp, err = str.ReadResponse()
+		if err != nil {
+			stop()
+			// H3_REQUEST_REJECTED: the peer did not process it (RFC 9114,
+			// section 8.1); a request without a body can be sent again.
+			var he *http3.Error
+			rejected := errors.As(err, &he) && he.ErrorCode == http3.ErrCodeRequestRejected
+			return nil, rejected, err
+		}
+		code := resp.StatusCode
+		if code < 100 || code > 199 || code == http.StatusSwitchingProtocols {
+			break
+		}
+		if n1xx++; n1xx > maxPeer1xx {
+			stop()
+			str.CancelRead(quic.StreamErrorCode(http3.ErrCodeExcessiveLoad))
+			str.CancelWrite(quic.StreamErrorCode(http3.ErrCodeExcessiveLoad))
+			return nil, false, errors.New("http3: too many 1xx informational responses")
+		}
+		if trace != nil && trace.Got1xxResponse != nil {
+			if err := trace.Got1xxResponse(code, textproto.MIMEHeader(resp.Header)); err != nil {
+				stop()
+				str.CancelRead(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
+				str.CancelWrite(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
+				return nil, false, err
+			}
+		}
+	}
+	resp.Request = req
+	resp.TLS = h.tls
+	resp.Body = &peerResponseBody{rc: resp.Body, stop: stop}
+	return resp, false, nil
+}
+
+// maxPeer1xx bounds the informational responses before the final one, as
+// http3.ClientConn does.
+const maxPeer1xx = 5
+
+// peerResponseBody stops watching the request's context once the body is
+// done with.
+type peerResponseBody struct {
+	rc   io.ReadCloser
+	stop func() bool
+}
+
+func (b *peerResponseBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err != nil {
+		b.stop()
+	}
+	return n, err
+}
+
+func (b *peerResponseBody) Close() error {
+	b.stop()
+	return b.rc.Close()
+}
+
+// get returns the connection to use, dialling one if needed. It waits
+// for a dial under way, until ctx ends.
+func (pc *peerConn) get(ctx context.Context) (*h3Conn, error) {
+	h := pc.cur.Load()
+	if h == nil || !h.usable() {
+		pc.mu.Lock()
+		if pc.closed {
+			pc.mu.Unlock()
+			return nil, http3.ErrTransportClosed
+		}
+		if h = pc.cur.Load(); h == nil || !h.usable() {
+			h = pc.dial()
+			pc.cur.Store(h)
+		}
+		pc.mu.Unlock()
+	}
+	select {
+	case <-h.ready:
+	default:
+		select {
+		case <-h.ready:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+	}
+	if h.err != nil {
+		pc.cur.CompareAndSwap(h, nil) // the next request dials again
+		return nil, h.err
+	}
+	return h, nil
+}
+
+// dial starts dialling a new connection; pc.mu is held. The dial is shared
+// by every request waiting for it, so no request's context cancels it.
+func (pc *peerConn) dial() *h3Conn {
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &h3Conn{ready: make(chan struct{}), cancel: cancel}
+	go func() {
+		defer close(h.ready)
+		defer cancel()
+		conn, err := pc.c.dial(ctx, pc.target, pc.tlsConfig(), pc.factory.QUICConfig)
+		if err != nil {
+			h.err = err
+			return
+		}
+		state := conn.ConnectionState().TLS
+		h.conn, h.tls = conn, &state
+		h.cc = pc.factory.NewClientConn(conn)
+	}()
+	return h
+}
+
+// tlsConfig is the TLS client configuration of one dial, completed as
+// http3.Transport does: SNI from the address, ALPN h3.
+func (pc *peerConn) tlsConfig() *tls.Config {
+	conf := pc.factory.TLSClientConfig.Clone()
+	if conf.ServerName == "" {
+		host, _, err := net.SplitHostPort(pc.target.Addr)
+		if err != nil {
+			host = pc.target.Addr
+		}
+		conf.ServerName = host
+	}
+	conf.NextProtos = []string{http3.NextProtoH3}
+	return conf
+}
+
+// close closes the connection, aborting a dial and requests in flight;
+// later requests fail with http3.ErrTransportClosed.
+func (pc *peerConn) close() error {
+	pc.mu.Lock()
+	pc.closed = true
+	h := pc.cur.Swap(nil)
+	pc.mu.Unlock()
+	if h == nil {
+		return nil
+	}
+	h.cancel()
+	<-h.ready
+	if h.conn != nil {
+		return h.conn.CloseWithError(0, "")
+	}
+	return nil
 }
 
 // ClosePeer closes the connection to the peer called name, aborting its
@@ -167,8 +396,8 @@ func (c *PeerClient) ClosePeer(name string) {
 	delete(c.peers, name)
 	c.mu.Unlock()
 	if pc != nil {
-		_ = pc.rt.Close()
-		c.srv.logger.Debug("closed peer connection", "peer", name, "addr", pc.addr)
+		_ = pc.close()
+		c.srv.logger.Debug("closed peer connection", "peer", name, "addr", pc.target.Addr)
 	}
 }
 
@@ -187,7 +416,7 @@ func (c *PeerClient) Close() error {
 
 	var errs []error
 	for name, pc := range peers {
-		if err := pc.rt.Close(); err != nil {
+		if err := pc.close(); err != nil {
 			errs = append(errs, fmt.Errorf("close connection to peer %s: %w", name, err))
 		}
 	}
@@ -195,14 +424,11 @@ func (c *PeerClient) Close() error {
 	return errors.Join(errs...)
 }
 
-// transport returns the connection pool for t, creating it if needed. If
-// the peer's address changed, the old connection is closed.
-func (c *PeerClient) transport(t PeerTarget) (*http3.Transport, error) {
+// peer returns the connection to t, creating it if needed. If the peer's
+// address changed, the old connection is closed.
+func (c *PeerClient) peer(t PeerTarget) (*peerConn, error) {
 	if t.Name == "" {
 		return nil, &DialError{Peer: t.Name, Addr: t.Addr, Err: errors.New("empty peer name")}
-	}
-	if _, _, err := net.SplitHostPort(t.Addr); err != nil {
-		return nil, &DialError{Peer: t.Name, Addr: t.Addr, Err: err}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -210,28 +436,32 @@ func (c *PeerClient) transport(t PeerTarget) (*http3.Transport, error) {
 		return nil, errPeerClientClosed
 	}
 	pc := c.peers[t.Name]
-	if pc != nil && pc.addr == t.Addr {
-		return pc.rt, nil
+	if pc != nil && pc.target.Addr == t.Addr {
+		return pc, nil
+	}
+	if _, _, err := net.SplitHostPort(t.Addr); err != nil {
+		return nil, &DialError{Peer: t.Name, Addr: t.Addr, Err: err}
 	}
 	if pc != nil {
 		// Closing waits for a dial in progress, so do it in the
 		// background; Close waits for it.
 		old := pc
-		c.wg.Go(func() { _ = old.rt.Close() })
-		c.srv.logger.Info("peer address changed", "peer", t.Name, "addr", t.Addr, "old_addr", old.addr)
+		c.wg.Go(func() { _ = old.close() })
+		c.srv.logger.Info("peer address changed", "peer", t.Name, "addr", t.Addr, "old_addr", old.target.Addr)
 	}
-	pc = &peerConn{addr: t.Addr, rt: c.newTransport(t)}
+	pc = &peerConn{c: c, target: t, factory: c.newFactory(t)}
 	c.peers[t.Name] = pc
-	return pc.rt, nil
+	return pc, nil
 }
 
-func (c *PeerClient) newTransport(t PeerTarget) *http3.Transport {
+// newFactory holds the HTTP/3 client settings for connections to t.
+func (c *PeerClient) newFactory(t PeerTarget) *http3.Transport {
+	qc := c.srv.cfg.quicConfig(false)
+	// A client dials with one QUIC version (as http3.Transport requires).
+	qc.Versions = []quic.Version{quic.SupportedVersions()[0]}
 	return &http3.Transport{
 		TLSClientConfig: c.srv.tls.ClientConfig(t.Name, http3.NextProtoH3),
-		QUICConfig:      c.srv.cfg.quicConfig(false),
-		Dial: func(ctx context.Context, _ string, tlsConf *tls.Config, qc *quic.Config) (*quic.Conn, error) {
-			return c.dial(ctx, t, tlsConf, qc)
-		},
+		QUICConfig:      qc,
 		// A forwarding proxy passes encodings through untouched.
 		DisableCompression:     true,
 		MaxResponseHeaderBytes: c.srv.cfg.MaxHeaderBytes,
@@ -239,9 +469,8 @@ func (c *PeerClient) newTransport(t PeerTarget) *http3.Transport {
 	}
 }
 
-// dial establishes a connection to t for http3.Transport, which calls it
-// on a goroutine of its own, shared by all requests waiting for the
-// connection.
+// dial establishes a connection to t, on a goroutine of its own shared by
+// all requests waiting for the connection.
 func (c *PeerClient) dial(ctx context.Context, t PeerTarget, tlsConf *tls.Config, qc *quic.Config) (*quic.Conn, error) {
 	start := time.Now()
 	conn, err := c.handshake(ctx, t, tlsConf, qc)
