@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -62,15 +63,18 @@ type Agent struct {
 	peers      *peerView
 	local      http.Handler // the metered local backend; nil on ingress-only nodes
 	autoscaler *autoscalerHook
-	health     *transport.HealthChecker
-	sys        *sysLoad
-	healthCh   chan struct{}
-	pubStop    chan struct{}
-	pubWG      sync.WaitGroup
-	httpSrv    *http.Server
-	h3Srv      *http3.Server
-	h3Conn     net.PacketConn
-	apiSrv     *http.Server
+	// liveCluster is a.cluster once started, for goroutines that may run
+	// before Start returns (peer-channel handshakes).
+	liveCluster atomic.Pointer[cluster.Cluster]
+	health      *transport.HealthChecker
+	sys         *sysLoad
+	healthCh    chan struct{}
+	pubStop     chan struct{}
+	pubWG       sync.WaitGroup
+	httpSrv     *http.Server
+	h3Srv       *http3.Server
+	h3Conn      net.PacketConn
+	apiSrv      *http.Server
 
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -233,6 +237,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		a.cluster = nil
 		return err
 	}
+	a.liveCluster.Store(a.cluster)
 
 	a.peers.start(a.cluster, a.fsm)
 	if a.health != nil {

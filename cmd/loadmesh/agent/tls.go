@@ -49,10 +49,13 @@ func (a *Agent) loadTLS() (*transport.MutualTLS, error) {
 // authorizePeer admits a peer-channel connection from a node whose
 // certificate is valid only if gossip knows it as a live member.
 func (a *Agent) authorizePeer(name string) error {
-	if a.cluster == nil {
+	// Runs on quic-go's handshake goroutines, possibly before Start has set
+	// a.cluster: read it through the atomic pointer.
+	c := a.liveCluster.Load()
+	if c == nil {
 		return errors.New("not yet part of a cluster")
 	}
-	m, ok := a.cluster.Member(name)
+	m, ok := c.Member(name)
 	if !ok {
 		return fmt.Errorf("node %q is not a member", name)
 	}
