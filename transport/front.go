@@ -197,13 +197,15 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if target.Local {
 			rec := &statusRecorder{ResponseWriter: w}
+			// Deferred: a handler may abort a cut-off response with a panic
+			// (http.ErrAbortHandler), and the slot must still be released.
+			defer func() { finish(done, Outcome{Status: rec.status}) }()
 			in.local.ServeHTTP(rec, r)
-			finish(done, Outcome{Status: rec.status})
 			return
 		}
 		a := &attempt{target: target, mayRetry: n+1 < in.cfg.MaxAttempts && safeToRetry(r, body)}
 		rec := &statusRecorder{ResponseWriter: w}
-		in.proxy.ServeHTTP(rec, r.WithContext(context.WithValue(WithPeerTarget(ctx, target), attemptKey{}, a)))
+		in.forward(rec, r.WithContext(context.WithValue(WithPeerTarget(ctx, target), attemptKey{}, a)), done)
 		out := Outcome{Status: rec.status, Err: a.err}
 		var se *StatusError
 		if errors.As(a.err, &se) {
@@ -233,6 +235,22 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	msg := "loadmesh: no node can serve this request (node " + in.cfg.NodeName + " has no backend and no peer is available)"
 	writePlain(w, http.StatusServiceUnavailable, msg)
 	in.metrics.observe("none", http.StatusServiceUnavailable, time.Since(start))
+}
+
+// errAborted is the outcome of an attempt whose response was cut off.
+var errAborted = errors.New("response aborted")
+
+// forward runs one forwarding attempt. If the proxy aborts a cut-off
+// response (it panics with http.ErrAbortHandler), the attempt's outcome is
+// still reported before the panic goes on to net/http.
+func (in *Ingress) forward(rec *statusRecorder, r *http.Request, done func(Outcome)) {
+	defer func() {
+		if p := recover(); p != nil {
+			finish(done, Outcome{Status: rec.status, Err: errAborted})
+			panic(p)
+		}
+	}()
+	in.proxy.ServeHTTP(rec, r)
 }
 
 func finish(done func(Outcome), o Outcome) {
