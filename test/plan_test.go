@@ -102,7 +102,6 @@ func TestDrainThroughAFollowerStopsTraffic(t *testing.T) {
 	if last := leader.Plan().Events(1)[0]; last.Why != "drain finished: no requests in flight" || last.Who != "membership" {
 		t.Fatalf("drain completion event %+v", last)
 	}
-	_ = resp
 	if code, body := post(t, "http://"+follower.APIAddr()+"/v1/nodes/node-0/activate", ""); code != 200 {
 		t.Fatalf("activate: %d %s", code, body)
 	}

@@ -196,7 +196,7 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		if target.Local {
-			rec := &statusRecorder{ResponseWriter: w}
+			rec := &StatusRecorder{ResponseWriter: w}
 			// Deferred: a handler may abort a cut-off response with a panic
 			// (http.ErrAbortHandler), and the slot must still be released.
 			defer func() { finish(done, Outcome{Status: rec.status}) }()
@@ -204,7 +204,7 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		a := &attempt{target: target, mayRetry: n+1 < in.cfg.MaxAttempts && safeToRetry(r, body)}
-		rec := &statusRecorder{ResponseWriter: w}
+		rec := &StatusRecorder{ResponseWriter: w}
 		in.forward(rec, r.WithContext(context.WithValue(WithPeerTarget(ctx, target), attemptKey{}, a)), done)
 		out := Outcome{Status: rec.status, Err: a.err}
 		var se *StatusError
@@ -243,7 +243,7 @@ var errAborted = errors.New("response aborted")
 // forward runs one forwarding attempt. If the proxy aborts a cut-off
 // response (it panics with http.ErrAbortHandler), the attempt's outcome is
 // still reported before the panic goes on to net/http.
-func (in *Ingress) forward(rec *statusRecorder, r *http.Request, done func(Outcome)) {
+func (in *Ingress) forward(rec *StatusRecorder, r *http.Request, done func(Outcome)) {
 	defer func() {
 		if p := recover(); p != nil {
 			finish(done, Outcome{Status: rec.status, Err: errAborted})

@@ -188,7 +188,7 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		b.fast.serve(w, r, &status)
 		return
 	}
-	rec := &statusRecorder{ResponseWriter: w}
+	rec := &StatusRecorder{ResponseWriter: w}
 	b.proxy.ServeHTTP(rec, r)
 	status = rec.status
 }
@@ -218,20 +218,24 @@ func errText(err error) string {
 	return s
 }
 
-// statusRecorder remembers the status code written through it.
-type statusRecorder struct {
+// StatusRecorder remembers the status code written through it, keeping
+// flushing and http.ResponseController working.
+type StatusRecorder struct {
 	http.ResponseWriter
 	status int
 }
 
-func (s *statusRecorder) WriteHeader(code int) {
+// Status is the status written so far (0 if none).
+func (s *StatusRecorder) Status() int { return s.status }
+
+func (s *StatusRecorder) WriteHeader(code int) {
 	if s.status == 0 {
 		s.status = code
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
 
-func (s *statusRecorder) Write(p []byte) (int, error) {
+func (s *StatusRecorder) Write(p []byte) (int, error) {
 	if s.status == 0 {
 		s.status = http.StatusOK
 	}
@@ -239,10 +243,10 @@ func (s *statusRecorder) Write(p []byte) (int, error) {
 }
 
 // Unwrap lets http.ResponseController reach Flush and deadlines.
-func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+func (s *StatusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // Flush supports streaming responses through the recorder.
-func (s *statusRecorder) Flush() {
+func (s *StatusRecorder) Flush() {
 	if f, ok := s.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}

@@ -165,37 +165,9 @@ type meteredHandler struct {
 func (m meteredHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	m.meter.Begin()
 	start := time.Now()
-	rec := &statusWriter{ResponseWriter: w}
+	rec := &transport.StatusRecorder{ResponseWriter: w}
 	defer func() {
-		m.meter.End(time.Since(start), rec.status >= 500 || rec.status == 0 && r.Context().Err() == nil)
+		m.meter.End(time.Since(start), rec.Status() >= 500 || rec.Status() == 0 && r.Context().Err() == nil)
 	}()
 	m.next.ServeHTTP(rec, r)
-}
-
-// statusWriter remembers the status written through it.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(p []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
-	}
-	return s.ResponseWriter.Write(p)
-}
-
-func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
-
-func (s *statusWriter) Flush() {
-	if f, ok := s.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
 }
