@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/loadmesh/loadmesh/scheduler"
 	"github.com/loadmesh/loadmesh/store"
 )
 
@@ -37,6 +38,10 @@ type Deps struct {
 	RaftTLS *RaftTLS
 	// LeaderHooks run while this node leads (see LeaderHook).
 	LeaderHooks []LeaderHook
+	// NewNodeState, when set, gives the plan state of a node joining the
+	// cluster (the scaling policy's new_node_state); by default, and when
+	// it returns "", new nodes are active.
+	NewNodeState func() scheduler.NodeState
 	// OnLeaderChange, when set, is called (on its own goroutine's loop,
 	// never concurrently) after every observed change of leader.
 	OnLeaderChange func(leader string)

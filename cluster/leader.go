@@ -252,8 +252,14 @@ func (c *Cluster) reconcilePlan(members map[string]memberEntry, inRaft map[strin
 		if inPlan && pn.Zone == m.meta.Zone {
 			continue
 		}
-		cmd := store.Command{Op: store.OpNodeUpsert, Node: name, Zone: m.meta.Zone, State: scheduler.StateActive,
-			Time: now.UTC(), Who: "membership", Why: "joined the cluster"}
+		state, why := scheduler.StateActive, "joined the cluster"
+		if c.deps.NewNodeState != nil && name != c.cfg.NodeName {
+			if st := c.deps.NewNodeState(); st.Valid() {
+				state, why = st, "joined the cluster (policy new_node_state: "+string(st)+")"
+			}
+		}
+		cmd := store.Command{Op: store.OpNodeUpsert, Node: name, Zone: m.meta.Zone, State: state,
+			Time: now.UTC(), Who: "membership", Why: why}
 		if inPlan {
 			cmd.State, cmd.Why = pn.State, "zone changed"
 		}

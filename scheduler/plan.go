@@ -54,7 +54,11 @@ type PlanNode struct {
 
 // Event is one entry of the plan's append-only audit log.
 type Event struct {
-	// Version is the plan version this event produced.
+	// Seq numbers every audit event from 1, plan changes and other
+	// records (hook outcomes, dry-run decisions, rollbacks) alike.
+	Seq uint64 `json:"seq"`
+	// Version is the plan version this event produced, or for a record
+	// that changes nothing the plan version it was made at.
 	Version uint64    `json:"version"`
 	Time    time.Time `json:"time"`
 	// Who made the change: an operator token name, "autoscaler" or "membership".
@@ -64,6 +68,9 @@ type Event struct {
 	Why    string `json:"why"`
 	Before string `json:"before,omitempty"`
 	After  string `json:"after,omitempty"`
+	// Metrics are the figures that triggered the change, e.g. the
+	// autoscaler's metric readings.
+	Metrics map[string]float64 `json:"metrics,omitempty"`
 }
 
 // Plan is the replicated capacity plan. The leader changes it through Raft;

@@ -35,6 +35,9 @@ const (
 	OpAutoscalerState Op = "autoscaler.state"
 	// OpHistoryAppend adds per-minute demand aggregates (Points).
 	OpHistoryAppend Op = "history.append"
+	// OpRecord appends an audit event of kind Kind that changes nothing
+	// in the plan: a hook's outcome, a dry-run decision, a rollback.
+	OpRecord Op = "audit.record"
 )
 
 // DemandPoint is one minute of cluster demand.
@@ -65,6 +68,14 @@ type Command struct {
 	Time time.Time `json:"time"`
 	Who  string    `json:"who"`
 	Why  string    `json:"why"`
+	// Kind is the event kind of audit.record, e.g. "hook.scale_out".
+	Kind string `json:"kind,omitempty"`
+	// Before and After describe an audit.record's subject (e.g. a hook's
+	// request and outcome); plan changes describe themselves.
+	Before string `json:"before,omitempty"`
+	After  string `json:"after,omitempty"`
+	// Metrics are the figures behind a change, kept in its audit event.
+	Metrics map[string]float64 `json:"metrics,omitempty"`
 }
 
 // Validate reports what is wrong with c, if anything.
@@ -83,6 +94,10 @@ func (c Command) Validate() error {
 	case OpHistoryAppend:
 		if len(c.Points) == 0 {
 			errs = append(errs, errors.New("no history points"))
+		}
+	case OpRecord:
+		if c.Kind == "" || len(c.Kind) > 64 {
+			errs = append(errs, errors.New("audit record kind must be 1 to 64 bytes"))
 		}
 	default:
 		errs = append(errs, fmt.Errorf("unknown op %q", c.Op))

@@ -38,6 +38,8 @@ type State struct {
 	Autoscaler json.RawMessage `json:"autoscaler,omitempty"`
 	// History is per-minute cluster demand, oldest first, bounded.
 	History []DemandPoint `json:"history,omitempty"`
+	// AuditSeq is the Seq of the newest audit event.
+	AuditSeq uint64 `json:"audit_seq,omitempty"`
 }
 
 // SpecRecord is one version of the scaling spec.
@@ -154,7 +156,7 @@ func (f *FSM) Raft() raft.FSM { return (*fsmAdapter)(f) }
 func (f *FSM) apply(c Command) (scheduler.Event, error) {
 	p := &f.st.Plan
 	before, known := p.Nodes[c.Node]
-	ev := scheduler.Event{Time: c.Time, Who: c.Who, Why: c.Why, Node: c.Node, Kind: string(c.Op)}
+	ev := scheduler.Event{Time: c.Time, Who: c.Who, Why: c.Why, Node: c.Node, Kind: string(c.Op), Metrics: c.Metrics}
 	switch c.Op {
 	case OpNodeUpsert:
 		n := before
@@ -212,14 +214,26 @@ func (f *FSM) apply(c Command) (scheduler.Event, error) {
 			f.st.History = append(f.st.History[:0:0], f.st.History[over:]...)
 		}
 		return scheduler.Event{}, nil
+	case OpRecord:
+		ev.Kind, ev.Before, ev.After = c.Kind, c.Before, c.After
+		ev.Version = p.Version
+		return f.record(ev), nil
 	}
 	p.Version++
 	ev.Version = p.Version
+	return f.record(ev), nil
+}
+
+// record appends ev to the bounded audit log with the next Seq. The caller
+// holds f.mu.
+func (f *FSM) record(ev scheduler.Event) scheduler.Event {
+	f.st.AuditSeq++
+	ev.Seq = f.st.AuditSeq
 	f.st.Events = append(f.st.Events, ev)
 	if over := len(f.st.Events) - f.auditLimit; over > 0 {
 		f.st.Events = append(f.st.Events[:0:0], f.st.Events[over:]...)
 	}
-	return ev, nil
+	return ev
 }
 
 func describe(n scheduler.PlanNode) string {
@@ -300,6 +314,14 @@ func DecodeSnapshot(r io.Reader) (State, error) {
 	}
 	if st.Plan.Nodes == nil {
 		st.Plan.Nodes = map[string]scheduler.PlanNode{}
+	}
+	// Snapshots from before audit sequence numbers: every event then was a
+	// plan change with its own version, which keeps the order.
+	for i := range st.Events {
+		if st.Events[i].Seq == 0 {
+			st.Events[i].Seq = st.Events[i].Version
+		}
+		st.AuditSeq = max(st.AuditSeq, st.Events[i].Seq)
 	}
 	return st, nil
 }

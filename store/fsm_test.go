@@ -175,3 +175,48 @@ func TestHistoryIsOrderedAndBounded(t *testing.T) {
 		t.Fatal("history must not bump the plan version")
 	}
 }
+
+func TestRecordsAreAuditedWithoutChangingThePlan(t *testing.T) {
+	f := NewFSM(nil, nil)
+	apply(t, f, Command{Op: OpNodeUpsert, Node: "a", State: scheduler.StateActive, Time: t0, Who: "membership", Why: "joined"})
+	ev, ok := apply(t, f, Command{Op: OpRecord, Kind: "hook.scale_out", Time: t0.Add(time.Second), Who: "autoscaler",
+		Why: "scale out", Before: "zone a count 2", After: "ok after 1 attempt", Metrics: map[string]float64{"inflight_utilisation": 1.4}}).(scheduler.Event)
+	if !ok || ev.Seq != 2 || ev.Version != 1 || ev.Kind != "hook.scale_out" || ev.Metrics["inflight_utilisation"] != 1.4 {
+		t.Fatalf("record event %+v", ev)
+	}
+	if f.Plan().Version != 1 {
+		t.Fatalf("a record changed the plan version to %d", f.Plan().Version)
+	}
+	if _, err := EncodeCommand(Command{Op: OpRecord, Time: t0, Who: "x"}); err == nil {
+		t.Fatal("a record without a kind was accepted")
+	}
+	ev, _ = apply(t, f, Command{Op: OpNodeState, Node: "a", State: scheduler.StateDraining, Time: t0, Who: "op"}).(scheduler.Event)
+	if ev.Seq != 3 || ev.Version != 2 {
+		t.Fatalf("plan change after a record: seq %d version %d, want 3 and 2", ev.Seq, ev.Version)
+	}
+	// Snapshot and restore keep the sequence going.
+	snap, _ := f.Raft().Snapshot()
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	g := NewFSM(nil, nil)
+	if err := g.Raft().Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	ev, _ = apply(t, g, Command{Op: OpRecord, Kind: "autoscaler.dry_run", Time: t0, Who: "autoscaler"}).(scheduler.Event)
+	if ev.Seq != 4 {
+		t.Fatalf("seq after restore %d, want 4", ev.Seq)
+	}
+}
+
+func TestOldSnapshotsGetSequenceNumbers(t *testing.T) {
+	old := []byte("\x01" + `{"plan":{"version":2,"nodes":{}},"events":[{"version":1,"kind":"node.upsert"},{"version":2,"kind":"node.state"}]}`)
+	st, err := DecodeSnapshot(bytes.NewReader(old))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.AuditSeq != 2 || st.Events[0].Seq != 1 || st.Events[1].Seq != 2 {
+		t.Fatalf("seq %d, events %+v", st.AuditSeq, st.Events)
+	}
+}

@@ -123,7 +123,7 @@ func newEventsCmd() *cobra.Command {
 					}
 					fmt.Fprintln(cmd.OutOrStdout())
 				}
-				since = max(since, e.Version)
+				since = max(since, e.Seq)
 			}
 			if !*follow {
 				return nil

@@ -738,3 +738,31 @@ func (a *Autoscaler) markRequested(nodes []string, now time.Time) {
 		}
 	}
 }
+
+// FailedHookRetry is how soon after a hook failed (all its retries spent)
+// the autoscaler may ask for the same capacity again.
+const FailedHookRetry = time.Minute
+
+// HookFailed tells the autoscaler that a hook it asked for in an earlier
+// Step has failed for good: the capacity (scale_out) or release (scale_in,
+// replace) it stood for is not coming. The request may then be made again
+// FailedHookRetry after now instead of after the whole provision timeout.
+// Like Step, it must not be called concurrently with other methods.
+func (a *Autoscaler) HookFailed(req HookRequest, now time.Time) {
+	// An entry made at cut expires FailedHookRetry from now.
+	cut := now.Add(FailedHookRetry - a.spec.Hooks.ProvisionTimeout.D())
+	switch req.Kind {
+	case HookScaleOut:
+		for i := range a.st.Pending {
+			if p := &a.st.Pending[i]; p.Zone == req.Zone && p.At.After(cut) {
+				p.At = cut
+			}
+		}
+	default:
+		for _, n := range req.Nodes {
+			if t, ok := a.st.Requested[n]; ok && t.After(cut) {
+				a.st.Requested[n] = cut
+			}
+		}
+	}
+}

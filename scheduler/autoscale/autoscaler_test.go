@@ -281,6 +281,27 @@ func TestScaleOutHookWhenNoStandby(t *testing.T) {
 	}
 }
 
+func TestFailedHookIsAskedAgainAfterAMinute(t *testing.T) {
+	s := testSpec()
+	s.Hooks.ScaleOut = &Hook{Command: []string{"provision"}, Timeout: Duration(time.Minute)}
+	a := mustNew(t, s)
+	c := newFake(map[string]int{"a": 1}, nil)
+	c.activate("a", 1)
+	d := a.Step(t0, c.obs(600))
+	if len(d.Hooks) != 1 {
+		t.Fatalf("want one scale_out, got %+v", d.Hooks)
+	}
+	a.HookFailed(d.Hooks[0], t0.Add(5*time.Second))
+	// Still held back within the minute after the failure ...
+	if d = a.Step(t0.Add(30*time.Second), c.obs(600)); len(d.Hooks) != 0 {
+		t.Fatalf("re-asked within a minute of the failure: %+v", d.Hooks)
+	}
+	// ... asked again after it, long before the provision timeout.
+	if d = a.Step(t0.Add(70*time.Second), c.obs(600)); len(d.Hooks) != 1 || d.Hooks[0].Zone != "a" {
+		t.Fatalf("not re-asked a minute after the failure: %+v", d.Hooks)
+	}
+}
+
 func TestReplaceAndRelease(t *testing.T) {
 	s := testSpec()
 	s.Hooks.Replace = &Hook{URL: "https://infra/replace", Timeout: Duration(time.Minute)}

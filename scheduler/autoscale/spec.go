@@ -245,6 +245,10 @@ type Hook struct {
 	// Retries is how many times a failed attempt is retried. Default 2;
 	// 0 to 10.
 	Retries int `yaml:"retries" json:"retries"`
+	// Backoff is the wait before the first retry; each further retry
+	// waits twice as long (with jitter), at most a minute. Default 2s;
+	// 10ms to 1m.
+	Backoff Duration `yaml:"backoff" json:"backoff"`
 }
 
 // Rollback tunes automatic rollback after scale-in.
@@ -345,11 +349,11 @@ func ParseSpec(data []byte) (Spec, error) {
 // (yaml.Node.Decode does not inherit the decoder's KnownFields).
 func (h *Hook) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.MappingNode {
-		return fmt.Errorf("line %d: want a mapping with command or url, timeout, retries", n.Line)
+		return fmt.Errorf("line %d: want a mapping with command or url, timeout, retries, backoff", n.Line)
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		switch k := n.Content[i].Value; k {
-		case "command", "url", "timeout", "retries":
+		case "command", "url", "timeout", "retries", "backoff":
 		default:
 			return fmt.Errorf("line %d: field %s not found in type autoscale.Hook", n.Content[i].Line, k)
 		}
@@ -364,7 +368,9 @@ func (h *Hook) UnmarshalYAML(n *yaml.Node) error {
 }
 
 // DefaultHook returns a hook with the default timeout and retries.
-func DefaultHook() Hook { return Hook{Timeout: Duration(30 * time.Second), Retries: 2} }
+func DefaultHook() Hook {
+	return Hook{Timeout: Duration(30 * time.Second), Retries: 2, Backoff: Duration(2 * time.Second)}
+}
 
 // Validate reports every problem at once, each naming its field (in the
 // YAML spelling) and the bad value.
@@ -622,6 +628,9 @@ func (h Hook) validate(name string) []error {
 	}
 	if h.Retries < 0 || h.Retries > 10 {
 		bad("%s.retries %d: want 0 to 10", name, h.Retries)
+	}
+	if h.Backoff != 0 && (h.Backoff < Duration(10*time.Millisecond) || h.Backoff > Duration(time.Minute)) {
+		bad("%s.backoff %s: want 10ms to 1m", name, h.Backoff)
 	}
 	return errs
 }

@@ -22,7 +22,7 @@ func TestParseSpecDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(*h.Hooks.Replace, Hook{Command: []string{"x"}, Timeout: Duration(30 * time.Second), Retries: 2}) {
+	if !reflect.DeepEqual(*h.Hooks.Replace, Hook{Command: []string{"x"}, Timeout: Duration(30 * time.Second), Retries: 2, Backoff: Duration(2 * time.Second)}) {
 		t.Fatalf("hook defaults: %+v", *h.Hooks.Replace)
 	}
 	if h.Hooks.ScaleIn.Retries != 0 || h.Hooks.ScaleIn.Timeout != Duration(5*time.Second) {
@@ -145,6 +145,9 @@ func TestValidate(t *testing.T) {
 		}, []string{"hooks.scale_out: set command or url, not both"}},
 		{"hook bad url", func(s *Spec) { s.Hooks.Replace = &Hook{URL: "ftp://h/", Timeout: Duration(time.Second), Retries: 11} }, []string{"hooks.replace.url", "hooks.replace.retries 11"}},
 		{"hook timeout", func(s *Spec) { s.Hooks.ScaleIn = &Hook{Command: []string{"x"}} }, []string{"hooks.scale_in.timeout 0s"}},
+		{"hook backoff", func(s *Spec) {
+			s.Hooks.ScaleIn = &Hook{Command: []string{"x"}, Timeout: Duration(time.Second), Backoff: Duration(2 * time.Minute)}
+		}, []string{"hooks.scale_in.backoff 2m0s"}},
 		{"rollback needs slo", func(s *Spec) { s.Targets = Targets{CPU: 0.5} }, []string{"rollback.enabled needs"}},
 		{"selection", func(s *Spec) {
 			s.Selection.CarbonIntensity = map[string]float64{"r": -1}

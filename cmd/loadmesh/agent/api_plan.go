@@ -51,13 +51,13 @@ func (a *Agent) registerPlanAPI(mux *http.ServeMux) {
 		if v := r.URL.Query().Get("since"); v != "" {
 			var err error
 			if since, err = strconv.ParseUint(v, 10, 64); err != nil {
-				writeError(w, http.StatusBadRequest, "since must be a plan version (a non-negative integer)")
+				writeError(w, http.StatusBadRequest, "since must be an audit sequence number (a non-negative integer)")
 				return
 			}
 		}
 		out := []scheduler.Event{}
 		for _, e := range a.fsm.Events(0) {
-			if e.Version > since {
+			if e.Seq > since {
 				out = append(out, e)
 			}
 		}
