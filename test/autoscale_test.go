@@ -82,3 +82,51 @@ func TestAutoscalerScalesAnIdleClusterDownToItsMinimum(t *testing.T) {
 		t.Fatalf("active count moved to %d", active)
 	}
 }
+
+// TestDryRunRecordsWhatItWouldDoWithoutDoingIt: in dry-run mode an idle
+// cluster above its minimum is not scaled in, but the audit log says once
+// (not every interval) what the autoscaler would have done.
+func TestDryRunRecordsWhatItWouldDoWithoutDoingIt(t *testing.T) {
+	skipShort(t)
+	c := harness.Start(t, 3, harness.Options{Backends: true})
+	leader := c.WaitForLeader(t)
+	spec := strings.Replace(idleSpec, "mode: auto", "mode: dry-run", 1)
+	spec = strings.Replace(spec, "min_active: 2", "min_active: 1", 1)
+	retry.Run(t, func(r *retry.R) {
+		resp, err := http.Post("http://"+leader.APIAddr()+"/v1/plan", "application/yaml", strings.NewReader(spec))
+		r.Check(err)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			r.Fatalf("apply spec: %s", resp.Status)
+		}
+	})
+	dryRuns := func() (n int, last string) {
+		for _, e := range leader.Plan().Events(0) {
+			if e.Kind == "autoscaler.dry_run" {
+				n, last = n+1, e.After
+			}
+		}
+		return n, last
+	}
+	retry.RunFor(t, 30*time.Second, func(r *retry.R) {
+		if n, _ := dryRuns(); n == 0 {
+			r.Fatalf("no dry-run record yet")
+		}
+	})
+	// Let several more intervals pass (observed through the decisions the
+	// autoscaler publishes, not a sleep).
+	start := time.Now()
+	retry.RunFor(t, 30*time.Second, func(r *retry.R) {
+		d := leader.AutoscalerDecision()
+		if d == nil || !d.Time.After(start.Add(3*time.Second)) {
+			r.Fatalf("waiting for decisions 3s on")
+		}
+	})
+	n, last := dryRuns()
+	if n != 1 || !strings.Contains(last, "would drain") || !strings.Contains(last, "desired 1") {
+		t.Fatalf("%d dry-run records, last %q; want one saying it would drain to 1", n, last)
+	}
+	if active, others := activeNodes(leader); active != 3 {
+		t.Fatalf("dry run changed the plan: %d active, %v", active, others)
+	}
+}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/loadmesh/loadmesh/cluster"
 	"github.com/loadmesh/loadmesh/cmd/loadmesh/demo"
+	"github.com/loadmesh/loadmesh/cmd/loadmesh/provision"
 	"github.com/loadmesh/loadmesh/store"
 	"github.com/loadmesh/loadmesh/transport"
 )
@@ -110,6 +111,8 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		buildInfo(a.deps.Version),
 		memberLoadCollector{a: a},
 	)
+	a.autoscaler.m = newAutoscalerMetrics(a.autoscaler, a.reg)
+	a.autoscaler.runner = provision.NewRunner(provision.RunnerConfig{Logger: a.log})
 	dir := a.cfg.DataDir
 	if a.cfg.Dev && dir == "" {
 		if a.tmpDir, err = os.MkdirTemp("", "loadmesh-dev-"); err != nil {
@@ -218,13 +221,14 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	ccfg.Serving = a.backend != nil
 	ccfg.APIAddr = cluster.AdvertiseAddr(a.apiLn.Addr(), ip)
 	a.cluster, err = cluster.New(ccfg, cluster.Deps{
-		Logger:      a.log,
-		Registerer:  a.reg,
-		Store:       a.fsm,
-		LogStore:    a.dataDir.Bolt,
-		StableStore: a.dataDir.Bolt,
-		Snapshots:   a.dataDir.Snapshots,
-		LeaderHooks: []cluster.LeaderHook{a.autoscaler},
+		Logger:       a.log,
+		Registerer:   a.reg,
+		Store:        a.fsm,
+		LogStore:     a.dataDir.Bolt,
+		StableStore:  a.dataDir.Bolt,
+		Snapshots:    a.dataDir.Snapshots,
+		LeaderHooks:  []cluster.LeaderHook{a.autoscaler},
+		NewNodeState: a.newNodeState,
 		RaftTLS: &cluster.RaftTLS{
 			Server: a.mtls.ServerConfig(raftALPN),
 			Client: func(peer string) *tls.Config { return a.mtls.ClientConfig(peer, raftALPN) },

@@ -1,12 +1,19 @@
 package agent
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/loadmesh/loadmesh/cluster"
+	"github.com/loadmesh/loadmesh/cmd/loadmesh/provision"
 	"github.com/loadmesh/loadmesh/scheduler"
 	"github.com/loadmesh/loadmesh/scheduler/autoscale"
 	"github.com/loadmesh/loadmesh/store"
@@ -18,13 +25,25 @@ import (
 // the demand history go into the replicated store, so a new leader goes on
 // where the old one stopped. With no spec applied the cluster is in manual
 // mode and the hook does nothing.
+//
+// Provisioner hooks run on goroutines of their own, owned by the hook:
+// Revoke (leadership lost, or shutdown) cancels them and waits.
 type autoscalerHook struct {
-	a *Agent
+	a      *Agent
+	runner hookRunner
+	m      *autoscalerMetrics
 
-	mu   sync.Mutex
-	stop chan struct{}
-	wg   sync.WaitGroup
-	last *autoscale.Decision
+	mu     sync.Mutex
+	stop   chan struct{}
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	last   *autoscale.Decision
+	leader bool
+}
+
+// hookRunner runs one provisioner hook with its retries.
+type hookRunner interface {
+	Run(ctx context.Context, h autoscale.Hook, req provision.Request, onAttempt func(provision.Attempt)) provision.Result
 }
 
 var _ cluster.LeaderHook = (*autoscalerHook)(nil)
@@ -33,18 +52,24 @@ func (h *autoscalerHook) Establish() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.stop = make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	h.leader = true
+	// Failed hooks report back to the loop, which owns the Autoscaler.
+	failed := make(chan autoscale.HookRequest, 64)
 	h.wg.Add(1)
-	go h.loop(h.stop)
+	go h.loop(ctx, h.stop, failed)
 	return nil
 }
 
 func (h *autoscalerHook) Revoke() {
 	h.mu.Lock()
-	stop := h.stop
-	h.stop = nil
+	stop, cancel := h.stop, h.cancel
+	h.stop, h.cancel, h.leader, h.last = nil, nil, false, nil
 	h.mu.Unlock()
 	if stop != nil {
 		close(stop)
+		cancel()
 	}
 	h.wg.Wait()
 }
@@ -55,11 +80,12 @@ func (h *autoscalerHook) lastDecision() *autoscale.Decision {
 	return h.last
 }
 
-func (h *autoscalerHook) loop(stop chan struct{}) {
+func (h *autoscalerHook) loop(ctx context.Context, stop chan struct{}, failed chan autoscale.HookRequest) {
 	defer h.wg.Done()
 	var (
 		as      *autoscale.Autoscaler
 		specVer uint64
+		dry     dryRunRecorder
 	)
 	interval := 15 * time.Second
 	t := time.NewTimer(time.Second)
@@ -68,6 +94,11 @@ func (h *autoscalerHook) loop(stop chan struct{}) {
 		select {
 		case <-stop:
 			return
+		case req := <-failed:
+			if as != nil {
+				as.HookFailed(req, time.Now())
+			}
+			continue
 		case <-t.C:
 		}
 		rec := h.a.fsm.Spec()
@@ -98,7 +129,7 @@ func (h *autoscalerHook) loop(stop chan struct{}) {
 			specVer = rec.PlanVersion
 			interval = spec.Interval.D()
 		}
-		h.step(as)
+		h.step(ctx, as, &dry, failed)
 		t.Reset(interval)
 	}
 }
@@ -123,27 +154,38 @@ func (h *autoscalerHook) restore(as *autoscale.Autoscaler) {
 	}
 }
 
-func (h *autoscalerHook) step(as *autoscale.Autoscaler) {
+func (h *autoscalerHook) step(ctx context.Context, as *autoscale.Autoscaler, dry *dryRunRecorder, failed chan<- autoscale.HookRequest) {
 	now := time.Now()
-	d := as.Step(now, h.observe())
+	obs := h.observe()
+	d := as.Step(now, obs)
 	h.mu.Lock()
 	h.last = &d
 	h.mu.Unlock()
-	if !d.DryRun {
+	figures := decisionFigures(d)
+	if d.DryRun {
+		if d.Changes() && dry.changed(d) {
+			h.record(store.Command{Kind: "autoscaler.dry_run", Why: d.Reason, Before: fmt.Sprintf("active=%d", d.Active),
+				After: "would " + describeDecision(d), Metrics: figures}, now)
+			h.a.log.Info("autoscaler dry run", "desired", d.Desired, "active", d.Active, "would", describeDecision(d), "reason", d.Reason)
+		}
+	} else {
+		dry.reset()
+		if d.Rollback != nil {
+			h.record(store.Command{Kind: "autoscaler.rollback", Why: d.Rollback.Why,
+				Before: fmt.Sprintf("active=%d after scale-in %d→%d at %s", d.Active, d.Rollback.From, d.Rollback.To, d.Rollback.ScaleInAt.UTC().Format(time.RFC3339)),
+				After:  fmt.Sprintf("restore active=%d; scale-in held until %s", d.Rollback.Restore, d.Rollback.HoldUntil.UTC().Format(time.RFC3339)), Metrics: figures}, now)
+			h.m.rollbacks.Inc()
+		}
 		for _, act := range d.Activate {
-			h.setState(act, scheduler.StateActive, now)
+			h.setState(act, scheduler.StateActive, now, figures)
 		}
 		for _, act := range d.Drain {
-			h.setState(act, scheduler.StateDraining, now)
+			h.setState(act, scheduler.StateDraining, now, figures)
 		}
-	}
-	if d.DryRun && d.Changes() {
-		h.a.log.Info("autoscaler dry run", "desired", d.Desired, "active", d.Active, "activate", len(d.Activate), "drain", len(d.Drain), "reason", d.Reason)
-	}
-	for _, hk := range d.Hooks {
-		// Hook execution (commands and webhooks) is not wired yet: say
-		// what would be asked for.
-		h.a.log.Warn("autoscaler wants a provisioner hook, which is not configured to run yet", "kind", string(hk.Kind), "zone", hk.Zone, "count", hk.Count, "nodes", hk.Nodes, "why", hk.Why)
+		h.m.scaled(d)
+		for _, hk := range d.Hooks {
+			h.startHook(ctx, as.Spec(), hk, obs, now, failed)
+		}
 	}
 	if st, err := json.Marshal(as.State()); err == nil {
 		h.a.apply(store.Command{Op: store.OpAutoscalerState, Doc: st, Time: now.UTC(), Who: "autoscaler"})
@@ -157,13 +199,168 @@ func (h *autoscalerHook) step(as *autoscale.Autoscaler) {
 	}
 }
 
-func (h *autoscalerHook) setState(act autoscale.NodeAction, st scheduler.NodeState, now time.Time) {
-	_, err := h.a.apply(store.Command{Op: store.OpNodeState, Node: act.Node, State: st, Time: now.UTC(), Who: "autoscaler", Why: act.Why})
+// record appends an audit record (OpRecord) made by the autoscaler.
+func (h *autoscalerHook) record(c store.Command, now time.Time) {
+	c.Op, c.Time, c.Who = store.OpRecord, now.UTC(), "autoscaler"
+	if _, err := h.a.apply(c); err != nil {
+		h.a.log.Warn("could not write an audit record", "kind", c.Kind, "error", err)
+	}
+}
+
+func (h *autoscalerHook) setState(act autoscale.NodeAction, st scheduler.NodeState, now time.Time, figures map[string]float64) {
+	_, err := h.a.apply(store.Command{Op: store.OpNodeState, Node: act.Node, State: st, Time: now.UTC(), Who: "autoscaler", Why: act.Why, Metrics: figures})
 	if err != nil {
 		h.a.log.Warn("autoscaler could not change a node", "peer", act.Node, "to", string(st), "error", err)
 		return
 	}
 	h.a.log.Info("autoscaler changed a node", "peer", act.Node, "to", string(st), "why", act.Why)
+}
+
+// startHook runs one provisioner hook on its own goroutine: every attempt
+// and the final outcome go into the audit log, and a hook that fails for
+// good is reported back so the autoscaler may ask again sooner.
+func (h *autoscalerHook) startHook(ctx context.Context, spec autoscale.Spec, hk autoscale.HookRequest, obs autoscale.Observation, now time.Time, failed chan<- autoscale.HookRequest) {
+	req := h.hookRequest(spec, hk, obs, now)
+	subject := describeHook(req)
+	h.record(store.Command{Kind: "hook." + req.Kind, Why: hk.Why, Before: subject, After: "requested " + req.ID}, now)
+	h.a.log.Info("running provisioner hook", "kind", req.Kind, "id", req.ID, "request", subject, "why", hk.Why)
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		attempts := 1 + hk.Hook.Retries
+		res := h.runner.Run(ctx, hk.Hook, req, func(at provision.Attempt) {
+			h.m.hookAttempt(req.Kind, at)
+			if at.Err != nil && at.N < attempts && ctx.Err() == nil {
+				h.record(store.Command{Kind: "hook." + req.Kind, Why: hk.Why, Before: subject,
+					After: fmt.Sprintf("attempt %d of %d failed after %s: %v; retrying", at.N, attempts, at.Took.Round(time.Millisecond), at.Err)}, time.Now())
+			}
+		})
+		n := len(res.Attempts)
+		if err := res.Err(); err != nil {
+			if ctx.Err() != nil {
+				h.a.log.Warn("provisioner hook cancelled: leadership lost or shutting down", "kind", req.Kind, "id", req.ID)
+				return
+			}
+			h.m.hookRun(req.Kind, false)
+			h.record(store.Command{Kind: "hook." + req.Kind, Why: hk.Why, Before: subject,
+				After: fmt.Sprintf("failed after %d attempts: %v", n, err)}, time.Now())
+			h.a.log.Error("provisioner hook failed", "kind", req.Kind, "id", req.ID, "attempts", n, "error", err)
+			select {
+			case failed <- hk:
+			case <-ctx.Done():
+			}
+			return
+		}
+		h.m.hookRun(req.Kind, true)
+		out := res.Attempts[n-1].Output
+		h.record(store.Command{Kind: "hook." + req.Kind, Why: hk.Why, Before: subject,
+			After: fmt.Sprintf("succeeded on attempt %d in %s: %s", n, res.Attempts[n-1].Took.Round(time.Millisecond), firstLine(out, 300))}, time.Now())
+		h.a.log.Info("provisioner hook succeeded", "kind", req.Kind, "id", req.ID, "attempts", n, "output", firstLine(out, 300))
+	}()
+}
+
+// hookRequest builds the document a hook receives.
+func (h *autoscalerHook) hookRequest(spec autoscale.Spec, hk autoscale.HookRequest, obs autoscale.Observation, now time.Time) provision.Request {
+	var id [6]byte
+	_, _ = rand.Read(id[:])
+	req := provision.Request{
+		Version: provision.RequestVersion,
+		ID:      fmt.Sprintf("%s-%s-%s", hk.Kind, now.UTC().Format("20060102T150405"), hex.EncodeToString(id[:])),
+		Kind:    string(hk.Kind), Time: now.UTC(), Zone: hk.Zone, Count: hk.Count,
+		Nodes: slices.Clone(hk.Nodes), NewNodeState: string(spec.NewNodeState), Why: hk.Why,
+		Cluster: provision.Cluster{Leader: h.a.cfg.Name, API: "http://" + h.a.APIAddr()},
+	}
+	zones := map[string]bool{}
+	for _, n := range obs.Nodes {
+		zones[n.Zone] = true
+		if hk.Kind == autoscale.HookReplace && slices.Contains(hk.Nodes, n.Name) {
+			req.Zone = n.Zone
+		}
+	}
+	if hk.Kind == autoscale.HookReplace {
+		req.Count = len(hk.Nodes)
+	}
+	for z := range zones {
+		req.Cluster.Zones = append(req.Cluster.Zones, z)
+	}
+	slices.Sort(req.Cluster.Zones)
+	for _, m := range h.a.cluster.Members() {
+		if m.Status == cluster.StatusAlive && m.Addresses.Gossip != "" {
+			req.Cluster.Seeds = append(req.Cluster.Seeds, m.Addresses.Gossip)
+		}
+	}
+	slices.Sort(req.Cluster.Seeds)
+	return req
+}
+
+func describeHook(r provision.Request) string {
+	switch r.Kind {
+	case provision.KindScaleOut:
+		return fmt.Sprintf("start %d in zone %q", r.Count, r.Zone)
+	default:
+		return fmt.Sprintf("nodes %s", strings.Join(r.Nodes, ","))
+	}
+}
+
+func describeDecision(d autoscale.Decision) string {
+	var parts []string
+	names := func(acts []autoscale.NodeAction) string {
+		s := make([]string, len(acts))
+		for i, a := range acts {
+			s[i] = a.Node
+		}
+		return strings.Join(s, ",")
+	}
+	if len(d.Activate) > 0 {
+		parts = append(parts, "activate "+names(d.Activate))
+	}
+	if len(d.Drain) > 0 {
+		parts = append(parts, "drain "+names(d.Drain))
+	}
+	for _, hk := range d.Hooks {
+		parts = append(parts, fmt.Sprintf("run %s hook (%s)", hk.Kind, describeHook(provision.Request{Kind: string(hk.Kind), Zone: hk.Zone, Count: hk.Count, Nodes: hk.Nodes})))
+	}
+	return fmt.Sprintf("%s; desired %d", strings.Join(parts, "; "), d.Desired)
+}
+
+// decisionFigures are the numbers behind a decision, for its audit events.
+func decisionFigures(d autoscale.Decision) map[string]float64 {
+	f := map[string]float64{"active": float64(d.Active), "desired": float64(d.Desired), "min": float64(d.Min), "max": float64(d.Max)}
+	for _, m := range d.Metrics {
+		f[m.Name] = m.Value
+		f[m.Name+"_target"] = m.Target
+	}
+	if d.Forecast != nil {
+		f["forecast_peak_rps"] = d.Forecast.PeakRPS
+		f["forecast_mae_rps"] = d.Forecast.MAE
+	}
+	return f
+}
+
+// dryRunRecorder keeps dry-run audit records to one per distinct decision,
+// not one per interval.
+type dryRunRecorder struct{ last string }
+
+func (r *dryRunRecorder) changed(d autoscale.Decision) bool {
+	sig := describeDecision(d)
+	if sig == r.last {
+		return false
+	}
+	r.last = sig
+	return true
+}
+
+func (r *dryRunRecorder) reset() { r.last = "" }
+
+func firstLine(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i] + " …"
+	}
+	if len(s) > n {
+		s = s[:n] + "…"
+	}
+	return s
 }
 
 // observe builds the autoscaler's input from the plan, gossip and load.
@@ -200,6 +397,22 @@ func (h *autoscalerHook) observe() autoscale.Observation {
 	return obs
 }
 
+// newNodeState is the state the scaling spec gives joining nodes ("" when
+// no spec is applied: the cluster default, active).
+func (a *Agent) newNodeState() scheduler.NodeState {
+	rec := a.fsm.Spec()
+	if rec.PlanVersion == 0 {
+		return ""
+	}
+	var spec struct {
+		NewNodeState scheduler.NodeState `json:"new_node_state"`
+	}
+	if err := json.Unmarshal(rec.Doc, &spec); err != nil {
+		return ""
+	}
+	return spec.NewNodeState
+}
+
 func (a *Agent) registerAutoscalerAPI(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/autoscaler", a.leaderOnly(func(w http.ResponseWriter, r *http.Request) {
 		d := a.autoscaler.lastDecision()
@@ -210,3 +423,7 @@ func (a *Agent) registerAutoscalerAPI(mux *http.ServeMux) {
 		writeJSON(w, http.StatusOK, d)
 	}))
 }
+
+// AutoscalerDecision returns the autoscaler's last decision while this
+// agent leads, or nil.
+func (a *Agent) AutoscalerDecision() *autoscale.Decision { return a.autoscaler.lastDecision() }

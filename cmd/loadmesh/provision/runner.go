@@ -58,10 +58,9 @@ var ErrTimeout = errors.New("timed out")
 const (
 	// maxBackoff caps the wait between attempts.
 	maxBackoff = time.Minute
-	// defaultTimeout and defaultBackoff apply to a hook that leaves its
-	// Timeout or Backoff zero (one not made by autoscale.ParseSpec).
+	// defaultTimeout applies to a hook that leaves its Timeout zero (one
+	// not made by autoscale.ParseSpec).
 	defaultTimeout = 30 * time.Second
-	defaultBackoff = 2 * time.Second
 	// waitDelay is how long a command's pipes stay open after it exited
 	// (or was killed): a grandchild that inherited stdout cannot hold Run
 	// for longer.
@@ -131,7 +130,7 @@ func NewRunner(cfg RunnerConfig) *Runner {
 func (r *Runner) Run(ctx context.Context, h autoscale.Hook, req Request, onAttempt func(Attempt)) Result {
 	var res Result
 	retries := max(h.Retries, 0)
-	backoff := firstBackoff(h)
+	backoff := h.FirstBackoff()
 	for n := 1; n <= 1+retries; n++ {
 		if ctx.Err() != nil {
 			break
@@ -158,15 +157,6 @@ func (r *Runner) Run(ctx context.Context, h autoscale.Hook, req Request, onAttem
 	return res
 }
 
-// firstBackoff is the wait before the first retry: h.Backoff, or the
-// 2s default for a hook that leaves it zero (one not made by
-// autoscale.ParseSpec, which fills it in).
-func firstBackoff(h autoscale.Hook) time.Duration {
-	if h.Backoff > 0 {
-		return h.Backoff.D()
-	}
-	return defaultBackoff
-}
 
 // jitter spreads d by ±20 %, never beyond maxBackoff.
 func jitter(d time.Duration) time.Duration {
