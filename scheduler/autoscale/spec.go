@@ -246,9 +246,17 @@ type Hook struct {
 	// 0 to 10.
 	Retries int `yaml:"retries" json:"retries"`
 	// Backoff is the wait before the first retry; each further retry
-	// waits twice as long (with jitter), at most a minute. Default 2s;
-	// 10ms to 1m.
-	Backoff Duration `yaml:"backoff" json:"backoff"`
+	// waits twice as long (with jitter), at most a minute. Default 2s
+	// (also when 0); 10ms to 1m.
+	Backoff Duration `yaml:"backoff" json:"backoff,omitempty"`
+}
+
+// FirstBackoff is the wait before the first retry: Backoff, or its default.
+func (h Hook) FirstBackoff() time.Duration {
+	if h.Backoff <= 0 {
+		return 2 * time.Second
+	}
+	return h.Backoff.D()
 }
 
 // Rollback tunes automatic rollback after scale-in.
