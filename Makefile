@@ -8,7 +8,7 @@ GO ?= go
 FUZZTIME ?= 30s
 PKGS := ./...
 
-.PHONY: all build run test quick fuzz lint tidy deps-check bench clean
+.PHONY: all build run test quick fuzz lint tidy deps-check bench bench-autoscale clean
 
 all: build
 
@@ -54,6 +54,11 @@ deps-check:
 ## bench: benchmarks against the bare backend and HAProxy (see docs/benchmarks.md)
 bench: build
 	./test/bench/run.sh
+
+## bench-autoscale: autoscaler reaction on a real 4-agent cluster, about 6 minutes (see docs/autoscaling.md)
+bench-autoscale: build
+	$(GO) build -o bin/reactbench ./test/bench/cmd/reactbench
+	./bin/reactbench -bin bin/loadmesh -version $(VERSION)
 
 clean:
 	rm -rf bin

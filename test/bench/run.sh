@@ -15,6 +15,8 @@
 #   BENCH_DOC=docs/benchmarks.md   where results go ("" for nowhere)
 #   BENCH_INSTALL=1       0: never run apt-get
 #   BENCH_KEEP=0          1: keep the scratch directory (logs, perf data)
+#   BENCH_REACT_DOC=docs/autoscaling.md   where reactbench's results go ("" for nowhere)
+#   BENCH_REACT_ARGS=     more flags for reactbench (make bench-autoscale runs it alone)
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -110,3 +112,4 @@ log "running lmbench (defaults take about 7 minutes)"
 lmpid=$!
 wait "$lmpid"
 go build -o "$work/schedbench" ./test/bench/cmd/schedbench && log "running schedbench: skewed cluster and node kills, about 7 minutes (docs/benchmarks-scheduling.md; BENCH_SCHED_ARGS adds flags, BENCH_SCHED_DOC=\"\" writes nowhere)" && { "$work/schedbench" -die-with-parent -bin "$work/loadmesh" -work "$work/sched" -pidfile "$pidfile" -version "$version" -rounds "${BENCH_ROUNDS:-5}" -doc "${BENCH_SCHED_DOC-$root/docs/benchmarks-scheduling.md}" ${BENCH_SCHED_ARGS:-} & lmpid=$!; wait "$lmpid"; }
+go build -o "$work/reactbench" ./test/bench/cmd/reactbench && log "running reactbench: autoscaler reaction on a 4-agent cluster, BENCH_ROUNDS fresh clusters of about a minute each (docs/autoscaling.md; BENCH_REACT_ARGS adds flags, BENCH_REACT_DOC=\"\" writes nowhere)" && { "$work/reactbench" -die-with-parent -bin "$work/loadmesh" -work "$work/react" -pidfile "$pidfile" -version "$version" -runs "${BENCH_ROUNDS:-5}" -doc "${BENCH_REACT_DOC-$root/docs/autoscaling.md}" ${BENCH_REACT_ARGS:-} & lmpid=$!; wait "$lmpid"; }
