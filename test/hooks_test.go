@@ -54,6 +54,7 @@ hooks:
 
 	c := harness.Start(t, 2, harness.Options{Backends: true})
 	leader := c.WaitForLeader(t)
+	waitAllActive(t, c, leader)
 	retry.Run(t, func(r *retry.R) {
 		resp, err := http.Post("http://"+leader.APIAddr()+"/v1/plan", "application/yaml", strings.NewReader(spec))
 		r.Check(err)
@@ -137,14 +138,16 @@ hooks:
 		Active  int `json:"active"`
 		Desired int `json:"desired"`
 	}
-	resp, err = http.Get("http://" + added.APIAddr() + "/v1/autoscaler")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&d); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("GET /v1/autoscaler via a follower: %s %v", resp.Status, err)
-	}
-	resp.Body.Close()
+	// 503 while a busy machine elects a new leader: try again.
+	retry.Run(t, func(r *retry.R) {
+		resp, err := http.Get("http://" + added.APIAddr() + "/v1/autoscaler")
+		r.Check(err)
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			r.Fatalf("GET /v1/autoscaler via a follower: %s", resp.Status)
+		}
+		r.Check(json.NewDecoder(resp.Body).Decode(&d))
+	})
 	if d.Desired != 3 {
 		t.Fatalf("decision %+v, want desired 3", d)
 	}

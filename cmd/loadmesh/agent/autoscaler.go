@@ -87,6 +87,13 @@ func (h *autoscalerHook) loop(ctx context.Context, stop chan struct{}, failed ch
 		specVer uint64
 		dry     dryRunRecorder
 	)
+	// Do not repeat the last dry-run record a previous leader made.
+	for _, e := range slices.Backward(h.a.fsm.Events(200)) {
+		if e.Kind == dryRunKind {
+			dry.last = strings.TrimPrefix(e.After, "would ")
+			break
+		}
+	}
 	interval := 15 * time.Second
 	t := time.NewTimer(time.Second)
 	defer t.Stop()
@@ -164,7 +171,7 @@ func (h *autoscalerHook) step(ctx context.Context, as *autoscale.Autoscaler, dry
 	figures := decisionFigures(d)
 	if d.DryRun {
 		if d.Changes() && dry.changed(d) {
-			h.record(store.Command{Kind: "autoscaler.dry_run", Why: d.Reason, Before: fmt.Sprintf("active=%d", d.Active),
+			h.record(store.Command{Kind: dryRunKind, Why: d.Reason, Before: fmt.Sprintf("active=%d", d.Active),
 				After: "would " + describeDecision(d), Metrics: figures}, now)
 			h.a.log.Info("autoscaler dry run", "desired", d.Desired, "active", d.Active, "would", describeDecision(d), "reason", d.Reason)
 		}
@@ -336,6 +343,9 @@ func decisionFigures(d autoscale.Decision) map[string]float64 {
 	}
 	return f
 }
+
+// dryRunKind is the audit event kind of dry-run decisions.
+const dryRunKind = "autoscaler.dry_run"
 
 // dryRunRecorder keeps dry-run audit records to one per distinct decision,
 // not one per interval.
