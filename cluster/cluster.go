@@ -45,6 +45,9 @@ type Deps struct {
 	// OnLeaderChange, when set, is called (on its own goroutine's loop,
 	// never concurrently) after every observed change of leader.
 	OnLeaderChange func(leader string)
+	// Messages, when set, receive what other nodes send with Broadcast,
+	// by topic (see MessageHandler).
+	Messages map[byte]MessageHandler
 }
 
 // RaftTLS configures mutual TLS on the Raft port.
@@ -105,7 +108,7 @@ func New(cfg Config, deps Deps) (*Cluster, error) {
 		cfg:         cfg,
 		deps:        deps,
 		log:         deps.Logger.With("component", "cluster"),
-		delegate:    &delegate{},
+		delegate:    &delegate{handlers: deps.Messages},
 		notifyCh:    make(chan bool, 16),
 		eventCh:     make(chan memberEvent, 1024),
 		reconcileCh: make(chan struct{}, 1),

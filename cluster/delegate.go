@@ -10,6 +10,8 @@ import (
 // delegate serves this node's gossip metadata to memberlist.
 type delegate struct {
 	meta atomic.Pointer[[]byte]
+	// handlers receive Broadcast messages by topic (Deps.Messages).
+	handlers map[byte]MessageHandler
 }
 
 var _ memberlist.Delegate = (*delegate)(nil)
@@ -22,7 +24,7 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	return *p
 }
 
-func (d *delegate) NotifyMsg([]byte)                {}
+func (d *delegate) NotifyMsg(b []byte)              { d.handleMessage(b) }
 func (d *delegate) GetBroadcasts(int, int) [][]byte { return nil }
 func (d *delegate) LocalState(bool) []byte          { return nil }
 func (d *delegate) MergeRemoteState([]byte, bool)   {}

@@ -809,6 +809,8 @@ func (p *h1Proxy) closeIdle() {
 // errorStatus is the status of Backend's error answer for err.
 func errorStatus(r *http.Request, err error) int {
 	switch {
+	case bodyFault(r) != 0:
+		return bodyFault(r)
 	case r.Context().Err() != nil:
 		return 499
 	case errors.Is(err, context.DeadlineExceeded):

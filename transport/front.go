@@ -76,6 +76,7 @@ type Ingress struct {
 	cfg     IngressConfig
 	local   http.Handler // nil on an ingress-only node
 	picker  Picker       // nil: never forward
+	admit   *Admission   // nil: the local backend takes every request
 	proxy   *httputil.ReverseProxy
 	metrics *ingressMetrics
 	log     *slog.Logger
@@ -96,6 +97,10 @@ type IngressDeps struct {
 	// Registerer is used when Local is nil (the backend registers the
 	// shared request metrics otherwise).
 	Registerer prometheus.Registerer
+	// Admission, when set, admits requests to Local; a request it sheds
+	// is tried on another node when the Picker offers one, else answered
+	// 503 with Retry-After.
+	Admission *Admission
 }
 
 // NewIngress returns the front door.
@@ -107,7 +112,7 @@ func NewIngress(cfg IngressConfig, deps IngressDeps) *Ingress {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	in := &Ingress{cfg: cfg, local: deps.Local, picker: deps.Picker, log: log.With("component", "transport")}
+	in := &Ingress{cfg: cfg, local: deps.Local, picker: deps.Picker, admit: deps.Admission, log: log.With("component", "transport")}
 	if deps.Metrics != nil {
 		in.metrics = deps.Metrics.m
 	} else {
@@ -190,12 +195,24 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if lastErr == nil && in.local != nil {
 				// Nobody else can help: serve locally even over capacity
 				// or when its health check fails (a panic mode, as Envoy's).
-				in.local.ServeHTTP(w, r)
+				if release, err := in.admitLocal(w, r, false, nil); err == nil {
+					defer release()
+					in.local.ServeHTTP(w, r)
+				}
 				return
 			}
 			break
 		}
 		if target.Local {
+			release, err := in.admitLocal(w, r, true, done)
+			if errors.Is(err, errShedRetry) {
+				tried, lastErr = append(tried, target.Name), ErrShed
+				continue
+			}
+			if err != nil {
+				return
+			}
+			defer release()
 			rec := &StatusRecorder{ResponseWriter: w}
 			// Deferred: a handler may abort a cut-off response with a panic
 			// (http.ErrAbortHandler), and the slot must still be released.
@@ -211,6 +228,14 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if errors.As(a.err, &se) {
 			out = Outcome{Status: se.Status, RetryAfter: se.RetryAfter}
 		}
+		if st := bodyFault(r); st != 0 {
+			// The client broke a body limit: not the peer's failure, and
+			// not to be tried again.
+			out = Outcome{Status: st}
+			if a.err != nil {
+				a.err = &bodyFaultError{st}
+			}
+		}
 		finish(done, out)
 		if a.err == nil {
 			in.metrics.observe("forwarded", rec.status, time.Since(start))
@@ -222,7 +247,7 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// that did, only when it is safe (idempotent, body untouched). The
 		// Picker may still refuse the retry (retry budget).
 		neverSent := errors.Is(a.err, ErrDial) && (body == nil || body.read.Load() == 0)
-		if ctx.Err() != nil || !(neverSent || a.mayRetry) || n+1 >= in.cfg.MaxAttempts {
+		if ctx.Err() != nil || !(neverSent || a.mayRetry) || n+1 >= in.cfg.MaxAttempts || bodyFault(r) != 0 {
 			break
 		}
 		in.metrics.retries.Inc()
@@ -279,7 +304,13 @@ func (in *Ingress) pick(r *http.Request, tried []string) (PeerTarget, func(Outco
 func (in *Ingress) fail(w http.ResponseWriter, r *http.Request, err error, start time.Time) {
 	status, msg := http.StatusBadGateway, "loadmesh: peer failed: "+errText(err)
 	var se *StatusError
+	var bf *bodyFaultError
 	switch {
+	case errors.As(err, &bf):
+		status, msg = bf.status, bodyFaultText(bf.status)
+	case errors.Is(err, ErrShed):
+		status, msg = http.StatusServiceUnavailable, "loadmesh: overloaded; request shed, retry shortly"
+		w.Header().Set("Retry-After", "1")
 	case errors.As(err, &se):
 		status, msg = se.Status, "loadmesh: "+se.Error()+" and no other node could take the request"
 	case r.Context().Err() != nil && errors.Is(r.Context().Err(), context.DeadlineExceeded):

@@ -161,6 +161,12 @@ func (b *Backend) fail(w http.ResponseWriter, r *http.Request, err error) {
 		// The client went away; nobody reads this answer.
 		status = 499
 	}
+	if st := bodyFault(r); st != 0 {
+		// The client broke a body limit (Guard), not the backend.
+		w.Header()[HeaderNode] = []string{b.cfg.NodeName}
+		http.Error(w, bodyFaultText(st), st)
+		return
+	}
 	b.log.Debug("backend request failed", "error", err, "path", r.URL.Path)
 	w.Header()[HeaderNode] = []string{b.cfg.NodeName}
 	http.Error(w, "loadmesh: backend of "+b.cfg.NodeName+" failed: "+errText(err), status)

@@ -64,6 +64,7 @@ type Agent struct {
 	peers      *peerView
 	local      http.Handler // the metered local backend; nil on ingress-only nodes
 	autoscaler *autoscalerHook
+	limits     *limits
 	// liveCluster is a.cluster once started, for goroutines that may run
 	// before Start returns (peer-channel handshakes).
 	liveCluster atomic.Pointer[cluster.Cluster]
@@ -155,6 +156,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if err := a.setupScheduling(backendURL); err != nil {
 		return err
 	}
+	if err := a.setupLimits(); err != nil {
+		return err
+	}
 	pcfg := transport.DefaultPeerConfig()
 	pcfg.Addr = a.cfg.Peer
 	// A peer connection with requests in flight must notice a dead peer
@@ -166,7 +170,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	pcfg.KeepAlivePeriod = a.cfg.PeerTimeout / 3
 	a.peer, err = transport.NewPeerServer(pcfg, transport.PeerDeps{
 		TLS:        a.mtls,
-		Handler:    transport.PeerHandler(a.cfg.Name, a.local),
+		Handler:    transport.PeerHandler(a.cfg.Name, a.admittedLocal()),
 		Authorize:  a.authorizePeer,
 		Logger:     a.log,
 		Registerer: a.reg,
@@ -193,6 +197,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		Picker:     a.peers,
 		Peers:      a.peer.Client(),
 		Registerer: a.reg,
+		Admission:  a.limits.admission,
 	})
 
 	ccfg := cluster.DefaultConfig()
@@ -229,6 +234,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		Snapshots:    a.dataDir.Snapshots,
 		LeaderHooks:  []cluster.LeaderHook{a.autoscaler},
 		NewNodeState: a.newNodeState,
+		Messages:     a.limitMessages(),
 		RaftTLS: &cluster.RaftTLS{
 			Server: a.mtls.ServerConfig(raftALPN),
 			Client: func(peer string) *tls.Config { return a.mtls.ClientConfig(peer, raftALPN) },
@@ -248,6 +254,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		a.health.Start()
 	}
 	a.startLoadPublisher()
+	a.startLimits()
 	if err := a.startIngress(); err != nil {
 		return err
 	}
@@ -340,6 +347,7 @@ func (a *Agent) close(graceful bool) error {
 	if a.health != nil {
 		a.health.Shutdown()
 	}
+	a.stopLimits()
 	a.stopPublisher()
 	if a.peer != nil {
 		cctx, cancel := context.WithTimeout(context.Background(), time.Second)

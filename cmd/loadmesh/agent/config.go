@@ -76,6 +76,37 @@ type Config struct {
 	// in-flight requests before the leader moves it on.
 	DrainTimeout time.Duration `yaml:"drain-timeout"`
 
+	// Abuse protection at the ingress (limits.go). RateLimit is the
+	// requests per second allowed per client key, 0 for none; RateBurst
+	// the bucket size (0: RateLimit rounded up); RateLimitKey "ip" or
+	// "header:NAME" (falling back to the IP); RateLimitScope "cluster"
+	// (the nodes share each key's allowance through gossip) or "node".
+	RateLimit        float64 `yaml:"rate-limit"`
+	RateBurst        int     `yaml:"rate-burst"`
+	RateLimitKey     string  `yaml:"rate-limit-key"`
+	RateLimitScope   string  `yaml:"rate-limit-scope"`
+	RateLimitMaxKeys int     `yaml:"rate-limit-max-keys"`
+	// MaxHeaderBytes bounds a request's header (431 beyond); MaxBodyBytes
+	// its body (413 beyond; 0: none).
+	MaxHeaderBytes int   `yaml:"max-header-bytes"`
+	MaxBodyBytes   int64 `yaml:"max-body-bytes"`
+	// MaxConns and MaxConnsPerClient bound open client connections (0:
+	// none); connections over a limit are closed at once.
+	MaxConns          int `yaml:"max-conns"`
+	MaxConnsPerClient int `yaml:"max-conns-per-client"`
+	// ReadTimeout bounds receiving a request body (408 beyond; 0: none);
+	// WriteTimeout bounds a request from its headers to the end of the
+	// answer (http.Server.WriteTimeout; 0: none).
+	ReadTimeout  time.Duration `yaml:"read-timeout"`
+	WriteTimeout time.Duration `yaml:"write-timeout"`
+	// MaxInflight bounds the requests the backend serves at once (0: twice
+	// Capacity); MaxQueue how many more may wait, at most QueueInterval,
+	// or QueueTarget once the queue stands; the rest are shed with 503.
+	MaxInflight   int           `yaml:"max-inflight"`
+	MaxQueue      int           `yaml:"max-queue"`
+	QueueTarget   time.Duration `yaml:"queue-target"`
+	QueueInterval time.Duration `yaml:"queue-interval"`
+
 	// Dev runs a throwaway single node: temporary data dir and a built-in
 	// demo backend.
 	Dev bool `yaml:"dev"`
@@ -108,6 +139,18 @@ func DefaultConfig() Config {
 		HealthFall:     2,
 		LoadInterval:   250 * time.Millisecond,
 		DrainTimeout:   30 * time.Second,
+
+		RateLimitKey:     "ip",
+		RateLimitScope:   "cluster",
+		RateLimitMaxKeys: 100_000,
+		MaxHeaderBytes:   1 << 20,
+		MaxBodyBytes:     64 << 20,
+		MaxConns:         10_000,
+		ReadTimeout:      2 * time.Minute,
+		WriteTimeout:     6 * time.Minute,
+		MaxQueue:         64,
+		QueueTarget:      5 * time.Millisecond,
+		QueueInterval:    100 * time.Millisecond,
 	}
 }
 
@@ -204,6 +247,7 @@ func (c Config) Validate() error {
 			add("--encrypt: %v", err)
 		}
 	}
+	errs = append(errs, c.validateLimits()...)
 	return errors.Join(errs...)
 }
 

@@ -69,16 +69,18 @@ func (a *Agent) authorizePeer(name string) error {
 // --http-tls-* HTTP/1.1 and HTTP/2 over TLS plus HTTP/3 on the same port
 // number over UDP, advertised with Alt-Svc.
 func (a *Agent) startIngress() error {
-	var handler http.Handler = a.ingress
+	handler := a.ingressHandler(a.ingress)
+	ln := a.limitListener(a.httpLn)
 	a.httpSrv = &http.Server{
 		ReadHeaderTimeout: a.cfg.RequestHeaderTimeout,
+		WriteTimeout:      a.cfg.WriteTimeout,
 		IdleTimeout:       a.cfg.IdleTimeout,
-		MaxHeaderBytes:    1 << 20,
+		MaxHeaderBytes:    a.cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
 	}
 	if a.cfg.HTTPTLSCert == "" {
 		a.httpSrv.Handler = handler
-		a.serve(a.httpSrv, a.httpLn)
+		a.serve(a.httpSrv, ln)
 		return nil
 	}
 	cert, err := tls.LoadX509KeyPair(a.cfg.HTTPTLSCert, a.cfg.HTTPTLSKey)
@@ -99,6 +101,10 @@ func (a *Agent) startIngress() error {
 		Handler:     handler,
 		TLSConfig:   http3.ConfigureTLSConfig(tlsConf.Clone()),
 		IdleTimeout: a.cfg.IdleTimeout,
+		// HTTP/3 has no header or write timeouts of its own: QUIC's idle
+		// timeout and flow control bound a slow client.
+		MaxHeaderBytes: a.cfg.MaxHeaderBytes,
+		ConnContext:    a.h3ConnContext,
 	}
 	altSvc := `h3=":` + strconv.Itoa(port) + `"; ma=86400`
 	a.httpSrv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -109,7 +115,7 @@ func (a *Agent) startIngress() error {
 	a.wg.Add(2)
 	go func() {
 		defer a.wg.Done()
-		if err := a.httpSrv.ServeTLS(a.httpLn, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := a.httpSrv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.log.Error("ingress stopped", "error", err)
 		}
 	}()
