@@ -3,6 +3,8 @@ package cluster
 import (
 	"errors"
 	"fmt"
+
+	"github.com/hashicorp/memberlist"
 )
 
 // MaxMessageSize bounds the payload of Broadcast, so that a message with
@@ -37,13 +39,21 @@ func (c *Cluster) Broadcast(topic byte, payload []byte) error {
 		return errors.New("broadcast: cluster not started")
 	}
 	msg := encodeMessage(topic, c.cfg.NodeName, payload)
-	var errs []error
-	for _, n := range c.ml.Members() {
-		if n.Name == c.cfg.NodeName {
-			continue
+	// Addresses from the member table, not memberlist.Members: the nodes
+	// that returns are memberlist's own, updated in place without a lock
+	// we could take.
+	var to []memberlist.Address
+	c.mu.Lock()
+	for name, e := range c.members {
+		if name != c.cfg.NodeName && (e.status == StatusAlive || e.status == StatusSuspect) && e.gossip != "" {
+			to = append(to, memberlist.Address{Addr: e.gossip, Name: name})
 		}
-		if err := c.ml.SendBestEffort(n, msg); err != nil {
-			errs = append(errs, fmt.Errorf("broadcast to %s: %w", n.Name, err))
+	}
+	c.mu.Unlock()
+	var errs []error
+	for _, a := range to {
+		if err := c.ml.SendToAddress(a, msg); err != nil {
+			errs = append(errs, fmt.Errorf("broadcast to %s: %w", a.Name, err))
 		}
 	}
 	return errors.Join(errs...)

@@ -6,20 +6,27 @@ package test
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go/http3"
+
 	"github.com/loadmesh/loadmesh/cmd/loadmesh/agent"
 	"github.com/loadmesh/loadmesh/test/harness"
 	"github.com/loadmesh/loadmesh/test/retry"
+	"github.com/loadmesh/loadmesh/transport"
 )
 
 // sprayRate sends requests with one client key to every node's ingress,
@@ -198,11 +205,10 @@ func TestSlowClientsAndConnectionLimits(t *testing.T) {
 		}
 		cut <- sent
 	}()
-	// Meanwhile other clients are served (a fresh connection each, from
-	// the same IP as the slow one: under the per-client limit of 3).
+	// Meanwhile other clients are served (each from an address of its own,
+	// so that the per-client limit does not come into it).
 	for i := range 10 {
-		conn := dialGet(t, addr)
-		if !conn {
+		if !dialGet(t, addr, fmt.Sprintf("127.0.0.%d", 10+i)) {
 			t.Fatalf("request %d of another client was not served while the slow client held its connection", i)
 		}
 	}
@@ -228,19 +234,19 @@ func TestSlowClientsAndConnectionLimits(t *testing.T) {
 		}
 		conns = conns[:0]
 		for range 3 {
-			ka := newKeepAlive(t, addr)
+			ka := newKeepAlive(t, addr, "127.0.0.1")
 			conns = append(conns, ka)
 			if !ka.get(t) {
 				r.Fatalf("a connection within the per-client limit was not served")
 			}
 		}
 	})
-	if newKeepAlive(t, addr).get(t) {
+	if newKeepAlive(t, addr, "127.0.0.1").get(t) {
 		t.Fatal("a fourth connection from one client was served (limit 3)")
 	}
 	conns[0].c.Close()
 	retry.Run(t, func(r *retry.R) {
-		if !newKeepAlive(t, addr).get(t) {
+		if !newKeepAlive(t, addr, "127.0.0.1").get(t) {
 			r.Fatalf("no new connection after one closed")
 		}
 	})
@@ -304,8 +310,8 @@ func TestLoadSheddingAndRecovery(t *testing.T) {
 
 // dialGet sends one request on a new connection and reports whether it
 // was answered 200.
-func dialGet(t *testing.T, addr string) bool {
-	ka := newKeepAlive(t, addr)
+func dialGet(t *testing.T, addr, fromIP string) bool {
+	ka := newKeepAlive(t, addr, fromIP)
 	defer ka.c.Close()
 	return ka.get(t)
 }
@@ -316,9 +322,10 @@ type keepAlive struct {
 	br *bufio.Reader
 }
 
-func newKeepAlive(t *testing.T, addr string) *keepAlive {
+func newKeepAlive(t *testing.T, addr, fromIP string) *keepAlive {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(fromIP)}}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,4 +351,58 @@ func (k *keepAlive) get(t *testing.T) bool {
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode == 200
+}
+
+// TestHTTP3ConnectionLimit: the per-client connection limit holds on the
+// HTTP/3 ingress too.
+func TestHTTP3ConnectionLimit(t *testing.T) {
+	skipShort(t)
+	ca, err := transport.NewCA("ingress test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := ca.IssueNodeCert("ingress", time.Hour, []net.IP{net.IPv4(127, 0, 0, 1)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, certPEM, 0o600)
+	os.WriteFile(keyFile, keyPEM, 0o600)
+	c := harness.Start(t, 1, harness.Options{Backends: true, Tune: func(_ int, cfg *agent.Config) {
+		cfg.HTTPTLSCert, cfg.HTTPTLSKey = certFile, keyFile
+		cfg.MaxConnsPerClient = 1
+	}})
+	c.WaitForLeader(t)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.CertPEM)
+	url := "https://" + c.Nodes[0].HTTPAddr() + "/h3"
+	get := func(tr *http3.Transport) error {
+		resp, err := (&http.Client{Transport: tr, Timeout: retry.Scale(10 * time.Second)}).Get(url)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	first := &http3.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}
+	defer first.Close()
+	if err := get(first); err != nil {
+		t.Fatalf("first QUIC connection: %v", err)
+	}
+	second := &http3.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}
+	if err := get(second); err == nil {
+		t.Fatal("a second QUIC connection from one client was served (limit 1)")
+	}
+	second.Close()
+	first.Close()
+	retry.Run(t, func(r *retry.R) {
+		tr := &http3.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}
+		defer tr.Close()
+		r.Check(get(tr))
+	})
 }

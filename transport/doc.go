@@ -20,6 +20,14 @@
 //     httputil.ReverseProxy whose Rewrite takes the peer chosen by a
 //     Picker and whose Transport is the PeerClient; on the receiving node
 //     the PeerServer's handler serves forwarded requests with the Backend.
+//   - Abuse protection: RateLimiter (ratelimit.go), a token bucket per
+//     ClientKey whose allowance nodes can share through the reports that
+//     Tick returns and Merge takes in (the caller carries them); Guard
+//     (guard.go), the ingress's first handler (429, 413, 408);
+//     ConnLimiter (connlimit.go), connections in total and per client; and
+//     Admission (shed.go), a CoDel-style queue in front of the backend
+//     that sheds with 503. Only Guard knows HTTP requests, so the others
+//     serve TCP services too. None starts a goroutine.
 //
 // It deliberately does not know about membership, the capacity plan or
 // peer selection policy: callers tell PeerClient where to send a request

@@ -144,7 +144,7 @@ func DefaultConfig() Config {
 		RateLimitScope:   "cluster",
 		RateLimitMaxKeys: 100_000,
 		MaxHeaderBytes:   1 << 20,
-		MaxBodyBytes:     64 << 20,
+		MaxBodyBytes:     4 << 30,
 		MaxConns:         10_000,
 		ReadTimeout:      2 * time.Minute,
 		WriteTimeout:     6 * time.Minute,
