@@ -38,6 +38,12 @@ const (
 	// OpRecord appends an audit event of kind Kind that changes nothing
 	// in the plan: a hook's outcome, a dry-run decision, a rollback.
 	OpRecord Op = "audit.record"
+	// OpTokenCreate adds the API token Token (its secret's hash, never the
+	// secret). With Token.Bootstrap set it is the cluster's first operator
+	// token, which is created once.
+	OpTokenCreate Op = "token.create"
+	// OpTokenRevoke deletes the API token named Token.Name.
+	OpTokenRevoke Op = "token.revoke"
 )
 
 // DemandPoint is one minute of cluster demand.
@@ -76,6 +82,8 @@ type Command struct {
 	After  string `json:"after,omitempty"`
 	// Metrics are the figures behind a change, kept in its audit event.
 	Metrics map[string]float64 `json:"metrics,omitempty"`
+	// Token is the subject of token.create and token.revoke (by name).
+	Token *Token `json:"token,omitempty"`
 }
 
 // Validate reports what is wrong with c, if anything.
@@ -98,6 +106,10 @@ func (c Command) Validate() error {
 	case OpRecord:
 		if c.Kind == "" || len(c.Kind) > 64 {
 			errs = append(errs, errors.New("audit record kind must be 1 to 64 bytes"))
+		}
+	case OpTokenCreate, OpTokenRevoke:
+		if err := validateToken(c.Token, c.Op); err != nil {
+			errs = append(errs, err)
 		}
 	default:
 		errs = append(errs, fmt.Errorf("unknown op %q", c.Op))

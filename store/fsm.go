@@ -40,6 +40,10 @@ type State struct {
 	History []DemandPoint `json:"history,omitempty"`
 	// AuditSeq is the Seq of the newest audit event.
 	AuditSeq uint64 `json:"audit_seq,omitempty"`
+	// Tokens are the API tokens by name (hashes, never secrets).
+	Tokens map[string]Token `json:"tokens,omitempty"`
+	// TokensBootstrapped is set once the first operator token exists.
+	TokensBootstrapped bool `json:"tokens_bootstrapped,omitempty"`
 }
 
 // SpecRecord is one version of the scaling spec.
@@ -69,6 +73,8 @@ type FSM struct {
 
 	mu sync.RWMutex
 	st State
+	// tokenIDs indexes st.Tokens by ID.
+	tokenIDs map[string]string
 }
 
 // NewFSM returns an empty plan. reg may be nil.
@@ -81,6 +87,7 @@ func NewFSM(log *slog.Logger, reg prometheus.Registerer) *FSM {
 		auditLimit: DefaultAuditLimit,
 		metrics:    newMetrics(reg),
 		st:         State{Plan: scheduler.Plan{Nodes: map[string]scheduler.PlanNode{}}},
+		tokenIDs:   map[string]string{},
 	}
 }
 
@@ -218,6 +225,8 @@ func (f *FSM) apply(c Command) (scheduler.Event, error) {
 		ev.Kind, ev.Before, ev.After = c.Kind, c.Before, c.After
 		ev.Version = p.Version
 		return f.record(ev), nil
+	case OpTokenCreate, OpTokenRevoke:
+		return f.applyToken(c, ev)
 	}
 	p.Version++
 	ev.Version = p.Version
@@ -294,6 +303,7 @@ func (a *fsmAdapter) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	f.st = st
+	f.tokenIDs = indexTokens(st.Tokens)
 	f.mu.Unlock()
 	f.metrics.planVersion.Set(float64(st.Plan.Version))
 	return nil

@@ -50,7 +50,14 @@ which wins over the file.`,
 			if err != nil {
 				return err
 			}
-			a, err := agent.New(cfg, agent.Deps{Logger: log, Version: version})
+			if cfg.Dev && cfg.BootstrapToken == "" {
+				// A throwaway node: make its operator token up here, to
+				// show it with the addresses below.
+				if cfg.BootstrapToken, err = agent.NewToken(); err != nil {
+					return err
+				}
+			}
+			a, err := agent.New(cfg, agent.Deps{Logger: log, Version: version, BootstrapOut: cmd.ErrOrStderr()})
 			if err != nil {
 				return err
 			}
@@ -68,8 +75,9 @@ loadmesh dev agent %q is running (a throwaway node; its data is deleted on exit)
   send requests to:  http://%s/
   status API:        http://%s/v1/status   (or: loadmesh status --api http://%s)
   metrics:           http://%s/metrics
+  operator token:    %s   (export LOADMESH_TOKEN=... for plan, drain and token commands)
 Press Ctrl-C to stop.
-`, cfg.Name, a.HTTPAddr(), a.APIAddr(), a.APIAddr(), a.APIAddr())
+`, cfg.Name, a.HTTPAddr(), a.APIAddr(), a.APIAddr(), a.APIAddr(), cfg.BootstrapToken)
 			}
 			<-ctx.Done()
 			stop()
@@ -106,6 +114,9 @@ Press Ctrl-C to stop.
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "this node's private key (PEM)")
 	f.StringVar(&cfg.HTTPTLSCert, "http-tls-cert", "", "certificate (PEM) to terminate TLS at the ingress (enables HTTP/2 and HTTP/3)")
 	f.StringVar(&cfg.HTTPTLSKey, "http-tls-key", "", "private key (PEM) for --http-tls-cert")
+	f.StringVar(&cfg.APITLSCert, "api-tls-cert", "", "certificate (PEM) to serve the API over HTTPS; it must name the --advertise IP for writes carried between nodes")
+	f.StringVar(&cfg.APITLSKey, "api-tls-key", "", "private key (PEM) for --api-tls-cert")
+	f.StringVar(&cfg.BootstrapToken, "bootstrap-token", "", "the cluster's first operator API token (from loadmesh token generate); default: made up by the first leader and printed once")
 	f.DurationVar(&cfg.DialTimeout, "dial-timeout", cfg.DialTimeout, "timeout to connect to a peer or the backend")
 	f.DurationVar(&cfg.RequestHeaderTimeout, "request-header-timeout", cfg.RequestHeaderTimeout, "time a client has to send its request headers")
 	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "close idle client and peer connections after this long")

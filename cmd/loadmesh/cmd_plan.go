@@ -39,7 +39,7 @@ func postJSON(ctx context.Context, base, path string, body, v any) error {
 		return fmt.Errorf("bad --api %q: %v", base, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := apiDo(req)
 	if err != nil {
 		return fmt.Errorf("cannot reach agent at %s: %v", base, unwrapURLError(err))
 	}
@@ -266,7 +266,7 @@ func newPlanApplyCmd() *cobra.Command {
 			return fmt.Errorf("bad --api %q: %v", *api, err)
 		}
 		req.Header.Set("Content-Type", "application/yaml")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := apiDo(req)
 		if err != nil {
 			return fmt.Errorf("cannot reach agent at %s: %v", *api, unwrapURLError(err))
 		}

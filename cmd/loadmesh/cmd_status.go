@@ -20,13 +20,15 @@ import (
 
 const defaultAPI = "http://127.0.0.1:7950"
 
-// apiFlag adds --api with LOADMESH_API as its default.
+// apiFlag adds --api with LOADMESH_API as its default, and the flags
+// that authenticate to it (see apiDo).
 func apiFlag(cmd *cobra.Command) *string {
 	def := defaultAPI
 	if v := os.Getenv("LOADMESH_API"); v != "" {
 		def = v
 	}
-	return cmd.Flags().String("api", def, "agent API address (env LOADMESH_API)")
+	addAPIAuthFlags(cmd)
+	return cmd.Flags().String("api", def, "agent API address; https:// when the agent has --api-tls-cert (env LOADMESH_API)")
 }
 
 func apiURL(base, path string) string {
@@ -45,7 +47,7 @@ func getJSON(ctx context.Context, base, path string, v any) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bad --api %q: %v", base, err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := apiDo(req)
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach agent at %s: %v", base, unwrapURLError(err))
 	}
@@ -95,6 +97,19 @@ func newStatusCmd() *cobra.Command {
 		fmt.Fprintf(out, "Raft:    %s, term %d, commit index %d\n", st.Raft.State, st.Raft.Term, st.Raft.CommitIndex)
 		fmt.Fprintf(out, "Voters:  %s\n", listOrNone(st.Raft.Voters))
 		fmt.Fprintf(out, "Non-voters: %s\n", listOrNone(st.Raft.Nonvoters))
+		if t := st.TLS; t != nil {
+			fmt.Fprintf(out, "TLS:     node certificate until %s", t.NodeCertExpires.Local().Format(time.DateOnly))
+			if !t.CAExpires.IsZero() {
+				fmt.Fprintf(out, ", CA until %s", t.CAExpires.Local().Format(time.DateOnly))
+			}
+			if !t.APICertExpires.IsZero() {
+				fmt.Fprintf(out, ", API certificate until %s", t.APICertExpires.Local().Format(time.DateOnly))
+			}
+			if len(t.Expiring) > 0 {
+				fmt.Fprintf(out, " (renew soon: %s)", strings.Join(t.Expiring, ", "))
+			}
+			fmt.Fprintln(out)
+		}
 		fmt.Fprintf(out, "Plan:    version %d\n\n", st.Plan.Version)
 		printMembers(out, st.Members, st.Leader)
 		return nil

@@ -92,7 +92,9 @@ func buildBinary(dir string) (string, error) {
 }
 
 // childEnv is the test's environment without its LOADMESH_* variables, so
-// that a developer's settings cannot leak into the children, plus extra.
+// that a developer's settings cannot leak into the children, plus the
+// test clusters' operator token (agents bootstrap with it, commands send
+// it), plus extra.
 func childEnv(extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
@@ -100,8 +102,12 @@ func childEnv(extra ...string) []string {
 			env = append(env, kv)
 		}
 	}
+	env = append(env, "LOADMESH_BOOTSTRAP_TOKEN="+e2eToken, "LOADMESH_TOKEN="+e2eToken)
 	return append(env, extra...)
 }
+
+// e2eToken is every test cluster's first operator API token.
+const e2eToken = "lm_e2e0000000000000_e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0"
 
 // ---------------------------------------------------------------------------
 // Long-running processes

@@ -8,10 +8,12 @@
 package harness
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"slices"
 	"sync"
@@ -45,14 +47,43 @@ type Options struct {
 	CAFor func(i int) *transport.CA
 	// Tune adjusts each agent's config before it starts.
 	Tune func(i int, cfg *agent.Config)
+	// StrictAuth makes API requests without a token count as anonymous,
+	// as in production. By default a loopback request without one is
+	// taken as carrying Token, so tests can call the API directly.
+	StrictAuth bool
 }
+
+// Token is the operator token every test cluster is bootstrapped with
+// (--bootstrap-token).
+const Token = "lm_7e57000000000000_7e577e577e577e577e577e577e577e577e577e577e577e577e577e577e577e57"
 
 // Node is one agent of a test cluster.
 type Node struct {
 	*agent.Agent
 	Cfg     agent.Config
 	Backend *demo.Server
-	stopped bool
+	// BootstrapOut is what the agent printed about a made-up bootstrap
+	// token.
+	BootstrapOut *SyncBuffer
+	stopped      bool
+}
+
+// SyncBuffer is a bytes.Buffer safe for concurrent use.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // Cluster is a set of in-process agents.
@@ -116,6 +147,7 @@ func (c *Cluster) config(t testing.TB, i, n int) agent.Config {
 	if !c.opts.NoBootstrapExpect {
 		cfg.BootstrapExpect = n
 	}
+	cfg.BootstrapToken = Token
 	if c.opts.Tune != nil {
 		c.opts.Tune(i, &cfg)
 	}
@@ -124,7 +156,7 @@ func (c *Cluster) config(t testing.TB, i, n int) agent.Config {
 
 func (c *Cluster) startNode(t testing.TB, cfg agent.Config) *Node {
 	t.Helper()
-	node := &Node{Cfg: cfg}
+	node := &Node{Cfg: cfg, BootstrapOut: &SyncBuffer{}}
 	i := len(c.Nodes)
 	if c.opts.Backends && cfg.Backend == "" && !slices.Contains(c.opts.IngressOnly, i) {
 		b, err := demo.Start("127.0.0.1:0", cfg.Name+"-backend", c.opts.BackendDelay)
@@ -144,10 +176,16 @@ func (c *Cluster) startNode(t testing.TB, cfg agent.Config) *Node {
 	if err != nil {
 		t.Fatal(err)
 	}
+	implicit := Token
+	if c.opts.StrictAuth {
+		implicit = ""
+	}
 	a, err := agent.New(node.Cfg, agent.Deps{
-		TLS:         id,
-		Logger:      slog.New(slog.NewTextHandler(c.log, &slog.HandlerOptions{Level: slog.LevelInfo})),
-		TuneCluster: FastTimers,
+		TLS:                   id,
+		Logger:                slog.New(slog.NewTextHandler(c.log, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		TuneCluster:           FastTimers,
+		BootstrapOut:          node.BootstrapOut,
+		ImplicitLoopbackToken: implicit,
 	})
 	if err != nil {
 		t.Fatalf("agent %s: %v", cfg.Name, err)
@@ -262,15 +300,24 @@ func (c *Cluster) shutdownAll() {
 }
 
 // WaitForLeader waits until every live node names the same live leader,
-// and returns that node.
+// and every node started with Token has it in its replica (the leader
+// creates it once it leads), and returns the leader.
 func (c *Cluster) WaitForLeader(t testing.TB) *Node {
 	t.Helper()
 	var leader *Node
 	retry.Run(t, func(r *retry.R) {
 		leader = c.leaderNow(r)
+		for _, n := range c.Live() {
+			if _, ok := n.Plan().TokenByID(tokenID); n.Cfg.BootstrapToken == Token && !ok {
+				r.Fatalf("%s does not have the bootstrap token yet", n.Name())
+			}
+		}
 	})
 	return leader
 }
+
+// tokenID is Token's ID.
+var tokenID = Token[3:19]
 
 func (c *Cluster) leaderNow(r *retry.R) *Node {
 	live := c.Live()
@@ -310,6 +357,28 @@ func (c *Cluster) WaitForMembers(t testing.TB) {
 			}
 		}
 	})
+}
+
+// AuthTransport wraps rt (http.DefaultTransport when nil) so that every
+// request without an Authorization header carries token.
+func AuthTransport(rt http.RoundTripper, token string) http.RoundTripper {
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	return authTransport{rt, token}
+}
+
+type authTransport struct {
+	rt    http.RoundTripper
+	token string
+}
+
+func (a authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Header.Get("Authorization") == "" {
+		req = req.Clone(req.Context())
+		req.Header.Set("Authorization", "Bearer "+a.token)
+	}
+	return a.rt.RoundTrip(req)
 }
 
 // logSink forwards agent logs to t.Log until the test's cleanup closes it;

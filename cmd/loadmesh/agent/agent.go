@@ -41,6 +41,13 @@ type Deps struct {
 	// TLS, when set, is the node's mutual-TLS identity instead of the
 	// --tls-* files (tests share one in-memory CA this way).
 	TLS *transport.MutualTLS
+	// BootstrapOut receives the one-time print of a made-up bootstrap
+	// token (default os.Stderr).
+	BootstrapOut io.Writer
+	// ImplicitLoopbackToken, for tests only: an API request from a
+	// loopback address without an Authorization header is taken as
+	// carrying this token.
+	ImplicitLoopbackToken string
 }
 
 // Agent is one running loadmesh node.
@@ -64,6 +71,7 @@ type Agent struct {
 	peers      *peerView
 	local      http.Handler // the metered local backend; nil on ingress-only nodes
 	autoscaler *autoscalerHook
+	sec        *security
 	limits     *limits
 	// liveCluster is a.cluster once started, for goroutines that may run
 	// before Start returns (peer-channel handshakes).
@@ -95,6 +103,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, deps: deps, log: deps.Logger.With("node", cfg.Name), reg: deps.Registry}
 	a.autoscaler = &autoscalerHook{a: a}
+	a.sec = newSecurity(a)
 	return a, nil
 }
 
@@ -135,6 +144,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("http listen %s: %w", a.cfg.HTTP, err)
 	}
 	if a.mtls, err = a.loadTLS(); err != nil {
+		return err
+	}
+	if err := a.sec.start(); err != nil {
 		return err
 	}
 
@@ -232,7 +244,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		LogStore:     a.dataDir.Bolt,
 		StableStore:  a.dataDir.Bolt,
 		Snapshots:    a.dataDir.Snapshots,
-		LeaderHooks:  []cluster.LeaderHook{a.autoscaler},
+		LeaderHooks:  []cluster.LeaderHook{a.autoscaler, a.sec},
 		NewNodeState: a.newNodeState,
 		Messages:     a.limitMessages(),
 		RaftTLS: &cluster.RaftTLS{
@@ -349,6 +361,7 @@ func (a *Agent) close(graceful bool) error {
 	}
 	a.stopLimits()
 	a.stopPublisher()
+	a.sec.stop()
 	if a.peer != nil {
 		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		errs = append(errs, a.peer.Shutdown(cctx))

@@ -18,6 +18,8 @@ type Status struct {
 	Raft    cluster.RaftStatus `json:"raft"`
 	Plan    PlanStatus         `json:"plan"`
 	Members []MemberView       `json:"members"`
+	// TLS is when this node's certificates expire.
+	TLS *TLSStatus `json:"tls,omitempty"`
 }
 
 // MemberView is a member with its last gossiped load and what this node's
@@ -77,6 +79,7 @@ func (a *Agent) Status() Status {
 		Raft:    a.cluster.RaftStatus(),
 		Plan:    PlanStatus{Version: plan.Version},
 		Members: a.memberViews(),
+		TLS:     a.sec.tlsStatus(),
 	}
 }
 
@@ -135,11 +138,12 @@ func (a *Agent) apiHandler() http.Handler {
 	})
 	a.registerPlanAPI(mux)
 	a.registerAutoscalerAPI(mux)
+	a.registerTokenAPI(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
-	return mux
+	return a.requireAuth(mux)
 }
 
 // apiError is the body of every API error.

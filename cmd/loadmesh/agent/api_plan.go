@@ -148,8 +148,11 @@ func (a *Agent) leaderOnly(h http.HandlerFunc) http.HandlerFunc {
 			writeError(w, http.StatusServiceUnavailable, "no raft leader known; try again when the cluster has one")
 			return
 		}
-		target := &url.URL{Scheme: "http", Host: m.Addresses.API}
+		target := &url.URL{Scheme: a.sec.apiScheme(), Host: m.Addresses.API}
+		// The Authorization header goes along: the leader checks the
+		// token itself.
 		proxy := &httputil.ReverseProxy{
+			Transport: a.sec.forward,
 			Rewrite: func(pr *httputil.ProxyRequest) {
 				pr.SetURL(target)
 				pr.Out.Header.Set(headerForwardedBy, a.cfg.Name)
@@ -173,9 +176,12 @@ func errText(err error) string {
 	return err.Error()
 }
 
-// actor names who made a change, for the audit log. Until API tokens
-// exist this is the API itself and the address of the caller.
+// actor names who made a change, for the audit log: the name of the
+// caller's API token.
 func actor(r *http.Request) string {
+	if p, ok := principalOf(r); ok {
+		return p.Name
+	}
 	if by := r.Header.Get(headerForwardedBy); by != "" {
 		return "api via " + by
 	}

@@ -45,6 +45,13 @@ type Config struct {
 	// (HTTP/1.1, HTTP/2 and HTTP/3).
 	HTTPTLSCert string `yaml:"http-tls-cert"`
 	HTTPTLSKey  string `yaml:"http-tls-key"`
+	// APITLSCert and APITLSKey serve the status API over HTTPS.
+	APITLSCert string `yaml:"api-tls-cert"`
+	APITLSKey  string `yaml:"api-tls-key"`
+	// BootstrapToken, when set, is the secret of the cluster's first
+	// operator token (loadmesh token generate); else the leader that
+	// bootstraps the cluster makes one up and prints it once.
+	BootstrapToken string `yaml:"bootstrap-token"`
 
 	// DialTimeout bounds dialling a peer or the backend.
 	DialTimeout time.Duration `yaml:"dial-timeout"`
@@ -210,6 +217,14 @@ func (c Config) Validate() error {
 	}
 	if n := nonEmpty(c.HTTPTLSCert, c.HTTPTLSKey); n == 1 {
 		add("--http-tls-cert and --http-tls-key go together")
+	}
+	if n := nonEmpty(c.APITLSCert, c.APITLSKey); n == 1 {
+		add("--api-tls-cert and --api-tls-key go together")
+	}
+	if c.BootstrapToken != "" {
+		if _, _, err := ParseToken(c.BootstrapToken); err != nil {
+			add("--bootstrap-token: %v (create one with loadmesh token generate)", err)
+		}
 	}
 	for flag, d := range map[string]time.Duration{"--dial-timeout": c.DialTimeout, "--request-header-timeout": c.RequestHeaderTimeout, "--idle-timeout": c.IdleTimeout} {
 		if d <= 0 {
