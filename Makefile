@@ -6,6 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 GO ?= go
 FUZZTIME ?= 30s
+FUZZTIME_TEST ?= 3s
 PKGS := ./...
 
 .PHONY: all build run test quick fuzz lint tidy deps-check bench bench-autoscale clean
@@ -20,9 +21,11 @@ build:
 run: build
 	./bin/loadmesh agent --dev
 
-## test: the whole suite, multi-node and process-level tests included, with -race
+## test: the whole suite, multi-node and process-level tests included, with
+## -race, then every fuzz target for a few seconds (FUZZTIME_TEST)
 test:
 	GOTRACEBACK=all $(GO) test -race -shuffle=on -count=1 -timeout=15m $(PKGS)
+	@$(MAKE) fuzz FUZZTIME=$(FUZZTIME_TEST)
 
 ## quick: the fast inner loop (skips multi-node tests)
 quick:

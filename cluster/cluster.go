@@ -177,7 +177,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 		return err
 	}
 	c.meta = Meta{
-		Zone: c.cfg.Zone, HTTP: c.cfg.HTTPAddr, Peer: c.cfg.PeerAddr, Raft: raftAdvertise,
+		Zone: c.cfg.Zone, Tags: c.cfg.Tags, HTTP: c.cfg.HTTPAddr, Peer: c.cfg.PeerAddr, Raft: raftAdvertise,
 		API: c.cfg.APIAddr, BootstrapExpect: c.cfg.BootstrapExpect, Serving: c.cfg.Serving,
 	}
 	if err := c.publishMeta(); err != nil {

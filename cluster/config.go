@@ -15,6 +15,8 @@ type Config struct {
 	NodeName string
 	// Zone is the availability-zone label gossiped with the node.
 	Zone string
+	// Tags are node tags gossiped with the node and kept in the plan.
+	Tags map[string]string
 
 	// GossipAddr is the memberlist bind address, IP:PORT. Port 0 picks one.
 	// Default 0.0.0.0:7946.
@@ -47,6 +49,10 @@ type Config struct {
 	// DeadServerGrace is how long a member must be dead (or unknown to
 	// gossip) before the leader removes it from Raft. Default 30s.
 	DeadServerGrace time.Duration
+	// LeftNodeRetention is how long the plan keeps the entry (state,
+	// tags) of a node that left or died, so that it returns to them when
+	// it comes back; after it the entry is removed.
+	LeftNodeRetention time.Duration
 	// DrainTimeout bounds how long a node stays draining before the leader
 	// moves it to standby even with requests still in flight. Default 30s.
 	DrainTimeout time.Duration
@@ -83,6 +89,7 @@ func DefaultConfig() Config {
 		RetryJoinMax:       30 * time.Second,
 		MaxVoters:          5,
 		DeadServerGrace:    30 * time.Second,
+		LeftNodeRetention:  72 * time.Hour,
 		DrainTimeout:       30 * time.Second,
 		ReconcileInterval:  2 * time.Second,
 		GossipInterval:     200 * time.Millisecond,
@@ -124,6 +131,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxVoters < 1 || c.MaxVoters > 9 {
 		add("max voters %d is outside 1..9", c.MaxVoters)
+	}
+	if c.LeftNodeRetention <= 0 {
+		add("left node retention %s must be positive", c.LeftNodeRetention)
 	}
 	if c.DeadServerGrace <= 0 {
 		add("dead server grace %s must be positive", c.DeadServerGrace)

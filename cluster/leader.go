@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -243,13 +244,13 @@ func (c *Cluster) reconcilePlan(members map[string]memberEntry, inRaft map[strin
 	for name := range inRaft {
 		m, known := members[name]
 		if name == c.cfg.NodeName {
-			m, known = memberEntry{meta: Meta{Zone: c.cfg.Zone}}, true
+			m, known = memberEntry{meta: Meta{Zone: c.cfg.Zone, Tags: c.cfg.Tags}}, true
 		}
 		if !known {
 			continue
 		}
 		pn, inPlan := plan.Nodes[name]
-		if inPlan && pn.Zone == m.meta.Zone {
+		if inPlan && pn.Zone == m.meta.Zone && maps.Equal(pn.Tags, m.meta.Tags) && pn.Left.IsZero() {
 			continue
 		}
 		state, why := scheduler.StateActive, "joined the cluster"
@@ -258,23 +259,37 @@ func (c *Cluster) reconcilePlan(members map[string]memberEntry, inRaft map[strin
 				state, why = st, "joined the cluster (policy new_node_state: "+string(st)+")"
 			}
 		}
-		cmd := store.Command{Op: store.OpNodeUpsert, Node: name, Zone: m.meta.Zone, State: state,
+		cmd := store.Command{Op: store.OpNodeUpsert, Node: name, Zone: m.meta.Zone, Tags: m.meta.Tags, State: state,
 			Time: now.UTC(), Who: "membership", Why: why}
-		if inPlan {
-			cmd.State, cmd.Why = pn.State, "zone changed"
+		switch {
+		case inPlan && !pn.Left.IsZero():
+			cmd.State, cmd.Why = pn.State, fmt.Sprintf("came back after %s away; keeps its state", now.Sub(pn.Left).Round(time.Second))
+		case inPlan:
+			cmd.State, cmd.Why = pn.State, "zone or tags changed"
 		}
 		c.applyPlan(cmd)
 	}
 	c.finishDrains(plan, members, now)
-	for name := range plan.Nodes {
+	// Nodes gone from Raft keep their entry, marked left, for
+	// LeftNodeRetention: a node restarted (or the whole cluster) comes
+	// back to its state, be it standby, cordoned or draining.
+	for name, pn := range plan.Nodes {
 		if _, ok := inRaft[name]; ok {
 			continue
 		}
-		why := "removed from raft"
-		if m, ok := members[name]; ok {
-			why = "member " + string(m.status)
+		if pn.Left.IsZero() {
+			why := "removed from raft"
+			if m, ok := members[name]; ok {
+				why = "member " + string(m.status)
+			}
+			c.applyPlan(store.Command{Op: store.OpNodeLeft, Node: name, Time: now.UTC(), Who: "membership",
+				Why: why + fmt.Sprintf("; entry kept for %s", c.cfg.LeftNodeRetention)})
+			continue
 		}
-		c.applyPlan(store.Command{Op: store.OpNodeRemove, Node: name, Time: now.UTC(), Who: "membership", Why: why})
+		if now.Sub(pn.Left) >= c.cfg.LeftNodeRetention {
+			c.applyPlan(store.Command{Op: store.OpNodeRemove, Node: name, Time: now.UTC(), Who: "membership",
+				Why: fmt.Sprintf("gone for %s, beyond the retention of %s", now.Sub(pn.Left).Round(time.Second), c.cfg.LeftNodeRetention)})
+		}
 	}
 }
 

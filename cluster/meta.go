@@ -17,6 +17,8 @@ const maxMetaSize = 512
 // pushed with UpdateNode). It must stay under 512 bytes encoded.
 type Meta struct {
 	Zone string `json:"z,omitempty"`
+	// Tags are the node's --tag key=value pairs.
+	Tags map[string]string `json:"t,omitempty"`
 	// Service addresses in advertised form (IP:PORT).
 	HTTP string `json:"h,omitempty"`
 	Peer string `json:"p,omitempty"`

@@ -50,6 +50,11 @@ type PlanNode struct {
 	Tags  map[string]string `json:"tags,omitempty"`
 	// Since is when the node entered State (set by the leader).
 	Since time.Time `json:"since"`
+	// Left is when the node left the cluster (gracefully or declared
+	// dead); zero while it is a member. A node that comes back within the
+	// retention window (--left-node-retention) returns to its State and
+	// tags; after it, the leader removes the entry.
+	Left time.Time `json:"left,omitzero"`
 }
 
 // Event is one entry of the plan's append-only audit log.

@@ -26,6 +26,9 @@ const (
 	OpNodeState Op = "node.state"
 	// OpNodeRemove drops a node from the plan.
 	OpNodeRemove Op = "node.remove"
+	// OpNodeLeft marks a node as gone from the cluster, keeping its entry
+	// (state, tags) for its return; a later node.upsert clears the mark.
+	OpNodeLeft Op = "node.left"
 	// OpSpecApply replaces the scaling spec (policy, schedules, hooks) with
 	// Doc, a JSON document the leader has validated. The previous spec is
 	// kept in the spec history for rollback.
@@ -94,7 +97,7 @@ func (c Command) Validate() error {
 		if !c.State.Valid() {
 			errs = append(errs, fmt.Errorf("state %q is not a node state", c.State))
 		}
-	case OpNodeRemove:
+	case OpNodeRemove, OpNodeLeft:
 	case OpSpecApply, OpAutoscalerState:
 		if !json.Valid(c.Doc) {
 			errs = append(errs, errors.New("doc is not a JSON document"))
@@ -114,7 +117,7 @@ func (c Command) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("unknown op %q", c.Op))
 	}
-	if c.Node == "" && (c.Op == OpNodeUpsert || c.Op == OpNodeState || c.Op == OpNodeRemove) {
+	if c.Node == "" && (c.Op == OpNodeUpsert || c.Op == OpNodeState || c.Op == OpNodeRemove || c.Op == OpNodeLeft) {
 		errs = append(errs, errors.New("node name is empty"))
 	}
 	if c.Time.IsZero() {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -173,9 +174,8 @@ func (f *FSM) apply(c Command) (scheduler.Event, error) {
 			ev.Before = describe(before)
 		}
 		n.Zone = c.Zone
-		if c.Tags != nil {
-			n.Tags = c.Tags
-		}
+		n.Tags = c.Tags
+		n.Left = time.Time{}
 		p.Nodes[c.Node] = n
 		ev.After = describe(n)
 	case OpNodeState:
@@ -187,6 +187,15 @@ func (f *FSM) apply(c Command) (scheduler.Event, error) {
 		if n.State != c.State {
 			n.State, n.Since = c.State, c.Time
 		}
+		p.Nodes[c.Node] = n
+		ev.After = describe(n)
+	case OpNodeLeft:
+		if !known {
+			return ev, fmt.Errorf("%w: %q", ErrUnknownNode, c.Node)
+		}
+		n := before
+		ev.Before = describe(before)
+		n.Left = c.Time
 		p.Nodes[c.Node] = n
 		ev.After = describe(n)
 	case OpNodeRemove:
@@ -246,7 +255,14 @@ func (f *FSM) record(ev scheduler.Event) scheduler.Event {
 }
 
 func describe(n scheduler.PlanNode) string {
-	return fmt.Sprintf("state=%s zone=%s", n.State, n.Zone)
+	s := fmt.Sprintf("state=%s zone=%s", n.State, n.Zone)
+	if !n.Left.IsZero() {
+		s += " left"
+	}
+	for _, k := range slices.Sorted(maps.Keys(n.Tags)) {
+		s += fmt.Sprintf(" %s=%s", k, n.Tags[k])
+	}
+	return s
 }
 
 // fsmAdapter implements raft.FSM for FSM.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -218,5 +219,26 @@ func TestOldSnapshotsGetSequenceNumbers(t *testing.T) {
 	}
 	if st.AuditSeq != 2 || st.Events[0].Seq != 1 || st.Events[1].Seq != 2 {
 		t.Fatalf("seq %d, events %+v", st.AuditSeq, st.Events)
+	}
+}
+
+func TestLeftNodesKeepTheirEntryUntilRemoved(t *testing.T) {
+	f := NewFSM(nil, nil)
+	apply(t, f, Command{Op: OpNodeUpsert, Node: "a", Zone: "z", Tags: map[string]string{"spot": "true"}, State: scheduler.StateActive, Time: t0, Who: "membership"})
+	apply(t, f, Command{Op: OpNodeState, Node: "a", State: scheduler.StateCordoned, Time: t0, Who: "op"})
+	ev, _ := apply(t, f, Command{Op: OpNodeLeft, Node: "a", Time: t0.Add(time.Minute), Who: "membership", Why: "member left"}).(scheduler.Event)
+	if pn := f.Plan().Nodes["a"]; !pn.Left.Equal(t0.Add(time.Minute)) || pn.State != scheduler.StateCordoned || pn.Tags["spot"] != "true" {
+		t.Fatalf("left entry %+v", pn)
+	}
+	if !strings.Contains(ev.After, "left") || ev.Version != 3 {
+		t.Fatalf("left event %+v", ev)
+	}
+	// It comes back: same state, mark cleared.
+	apply(t, f, Command{Op: OpNodeUpsert, Node: "a", Zone: "z", State: scheduler.StateCordoned, Time: t0.Add(2 * time.Minute), Who: "membership"})
+	if pn := f.Plan().Nodes["a"]; !pn.Left.IsZero() || pn.State != scheduler.StateCordoned || pn.Tags != nil {
+		t.Fatalf("returned entry %+v", pn)
+	}
+	if err, ok := apply(t, f, Command{Op: OpNodeLeft, Node: "zz", Time: t0, Who: "membership"}).(error); !ok || !errors.Is(err, ErrUnknownNode) {
+		t.Fatalf("left of an unknown node: %v", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/loadmesh/loadmesh/cmd/loadmesh/agent"
 	"github.com/loadmesh/loadmesh/scheduler"
 	"github.com/loadmesh/loadmesh/test/harness"
 	"github.com/loadmesh/loadmesh/test/retry"
@@ -152,4 +153,40 @@ func TestDryRunRecordsWhatItWouldDoWithoutDoingIt(t *testing.T) {
 	if active, others := activeNodes(leader); active != 3 {
 		t.Fatalf("dry run changed the plan: %d active, %v", active, others)
 	}
+}
+
+// TestNodeTagsReachThePlanAndSteerDrains: --tag values travel by gossip
+// into the plan, and the autoscaler drains spot and expensive nodes first.
+func TestNodeTagsReachThePlanAndSteerDrains(t *testing.T) {
+	skipShort(t)
+	c := harness.Start(t, 3, harness.Options{Backends: true, Tune: func(i int, cfg *agent.Config) {
+		cfg.Tags = []string{"cost_per_hour=1", "carbon_region=eu-north"}
+		if i == 1 {
+			cfg.Tags = []string{"cost_per_hour=9", "spot=true", "rack=r7"}
+		}
+	}})
+	leader := c.WaitForLeader(t)
+	waitAllActive(t, c, leader)
+	expensive := c.Nodes[1].Cfg.Name
+	retry.Run(t, func(r *retry.R) {
+		tags := leader.Plan().Plan().Nodes[expensive].Tags
+		if tags["spot"] != "true" || tags["cost_per_hour"] != "9" || tags["rack"] != "r7" {
+			r.Fatalf("plan tags of %s: %v", expensive, tags)
+		}
+	})
+	spec := strings.Replace(idleSpec, "min_active: 2", "min_active: 2\n  max_active: 3", 1)
+	spec = strings.Replace(spec, "  max_active: 4\n", "", 1)
+	retry.Run(t, func(r *retry.R) {
+		resp, err := http.Post("http://"+leader.APIAddr()+"/v1/plan", "application/yaml", strings.NewReader(spec))
+		r.Check(err)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			r.Fatalf("apply spec: %s", resp.Status)
+		}
+	})
+	retry.RunFor(t, 40*time.Second, func(r *retry.R) {
+		if active, others := activeNodes(leader); active != 2 || len(others) != 1 || !strings.HasPrefix(others[0], expensive+"=") {
+			r.Fatalf("%d active, others %v; want only %s taken out", active, others, expensive)
+		}
+	})
 }

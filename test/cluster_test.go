@@ -99,13 +99,14 @@ func TestFiveAgentsSurviveLeaderLoss(t *testing.T) {
 	if leader.Name() == old.Name() {
 		t.Fatalf("leader is still %s", old.Name())
 	}
-	// A member that left is removed from Raft and the plan at once.
+	// A member that left is removed from Raft at once; the plan keeps its
+	// entry, marked left, for its return.
 	retry.Run(t, func(r *retry.R) {
 		if v := voters(leader); len(v) != 4 || slices.Contains(v, old.Name()) {
 			r.Fatalf("voters %v, want the 4 remaining nodes", v)
 		}
-		if _, ok := leader.Plan().Plan().Nodes[old.Name()]; ok {
-			r.Fatalf("plan still lists %s", old.Name())
+		if pn, ok := leader.Plan().Plan().Nodes[old.Name()]; !ok || pn.Left.IsZero() {
+			r.Fatalf("plan entry of %s: %v %+v; want it kept and marked left", old.Name(), ok, pn)
 		}
 	})
 	// The leader saw a departure, not a failure (that is why it removed the
@@ -188,8 +189,8 @@ func TestVotersAreCappedAndDeadServersRemoved(t *testing.T) {
 		t.Fatalf("dead server removed after %s, before its 1s grace", el)
 	}
 	retry.Run(t, func(r *retry.R) {
-		if _, ok := leader.Plan().Plan().Nodes[victim.Name()]; ok {
-			r.Fatalf("plan still lists %s", victim.Name())
+		if pn, ok := leader.Plan().Plan().Nodes[victim.Name()]; !ok || pn.Left.IsZero() {
+			r.Fatalf("plan entry of %s: %v %+v; want it kept and marked left", victim.Name(), ok, pn)
 		}
 	})
 }

@@ -103,7 +103,7 @@ func (e durEvent) same(o durEvent) bool {
 }
 
 // durPlanKinds are the event kinds that change the plan (and its version).
-var durPlanKinds = []string{"node.upsert", "node.state", "node.remove", "spec.apply"}
+var durPlanKinds = []string{"node.upsert", "node.state", "node.left", "node.remove", "spec.apply"}
 
 // durPlan is GET /v1/plan.
 type durPlan struct {
@@ -573,8 +573,8 @@ func durFailoverScenario(t *testing.T, last bool) bool {
 			plans = append(plans, p)
 		}
 		p := plans[0]
-		if _, ok := p.Nodes[leader.Name()]; ok {
-			r.Fatalf("plan still lists the dead leader %s: %+v", leader.Name(), p.Nodes)
+		if pn, ok := p.Nodes[leader.Name()]; ok && pn.Left.IsZero() {
+			r.Fatalf("plan lists the dead leader %s as a member: %+v", leader.Name(), p.Nodes)
 		}
 		for _, n := range c.Live() {
 			pn, ok := p.Nodes[n.Name()]
@@ -641,7 +641,7 @@ func durFailoverScenario(t *testing.T, last bool) bool {
 			standbyEv = e
 		case e.Kind == "node.state" && e.Node == x.Name() && strings.HasPrefix(e.After, "state=active") && standbyEv != nil:
 			reactivateEv = e
-		case e.Kind == "node.remove" && e.Node == leader.Name():
+		case e.Kind == "node.left" && e.Node == leader.Name():
 			removeEv = e
 		}
 	}
@@ -662,7 +662,7 @@ func durFailoverScenario(t *testing.T, last bool) bool {
 		t.Errorf("the new leader's autoscaler did not reactivate %s: %v", x.Name(), reactivateEv)
 	}
 	if removeEv == nil || removeEv.Who != "membership" {
-		t.Errorf("the dead leader %s was not removed from the plan by membership: %v", leader.Name(), removeEv)
+		t.Errorf("the dead leader %s was not marked left in the plan by membership: %v", leader.Name(), removeEv)
 	}
 
 	// The new leader's autoscaler reports its own decisions.

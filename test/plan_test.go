@@ -8,7 +8,9 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/loadmesh/loadmesh/cmd/loadmesh/agent"
 	"github.com/loadmesh/loadmesh/scheduler"
 	"github.com/loadmesh/loadmesh/test/harness"
 	"github.com/loadmesh/loadmesh/test/retry"
@@ -205,5 +207,69 @@ func TestPlanApplyValidateAndRollback(t *testing.T) {
 	})
 	if code, _ := post(t, "http://"+follower.APIAddr()+"/v1/plan/rollback", `{"version":999}`); code != 404 {
 		t.Fatalf("rollback to an unknown version: %d, want 404", code)
+	}
+}
+
+// TestADepartedNodeReturnsToItsState: a node that leaves keeps its plan
+// entry (marked left) and comes back to its state — an operator's cordon
+// survives a restart — while an entry gone longer than the retention is
+// removed.
+func TestADepartedNodeReturnsToItsState(t *testing.T) {
+	skipShort(t)
+	retention := retry.Scale(20 * time.Second)
+	c := harness.Start(t, 4, harness.Options{Backends: true, Tune: func(i int, cfg *agent.Config) {
+		cfg.LeftNodeRetention = retention
+	}})
+	leader := c.WaitForLeader(t)
+	var cordoned, killed *harness.Node
+	for _, n := range c.Live() {
+		if n == leader {
+			continue
+		}
+		if cordoned == nil {
+			cordoned = n
+		} else if killed == nil {
+			killed = n
+		}
+	}
+	retry.Run(t, func(r *retry.R) {
+		code, body := post(t, "http://"+leader.APIAddr()+"/v1/nodes/"+cordoned.Name()+"/cordon", `{"reason":"disk check"}`)
+		if code != 200 {
+			r.Fatalf("cordon: %d %s", code, body)
+		}
+	})
+	c.Stop(t, cordoned) // graceful leave
+	retry.Run(t, func(r *retry.R) {
+		pn, ok := leader.Plan().Plan().Nodes[cordoned.Name()]
+		if !ok || pn.Left.IsZero() || pn.State != scheduler.StateCordoned {
+			r.Fatalf("entry of the departed node: %v %+v; want cordoned and marked left", ok, pn)
+		}
+	})
+	back := c.Restart(t, cordoned)
+	retry.RunFor(t, 30*time.Second, func(r *retry.R) {
+		for _, n := range c.Live() {
+			pn := n.Plan().Plan().Nodes[back.Name()]
+			if pn.State != scheduler.StateCordoned || !pn.Left.IsZero() {
+				r.Fatalf("%s sees the returned node as %+v; want cordoned, not left", n.Name(), pn)
+			}
+		}
+	})
+
+	// A node that does not come back is removed after the retention.
+	c.Kill(t, killed)
+	retry.RunFor(t, 2*retention+60*time.Second, func(r *retry.R) {
+		if pn, ok := leader.Plan().Plan().Nodes[killed.Name()]; ok {
+			r.Fatalf("entry of the killed node still there: %+v", pn)
+		}
+	})
+	var left, removed bool
+	for _, e := range leader.Plan().Events(0) {
+		if e.Node == killed.Name() && e.Who == "membership" {
+			left = left || e.Kind == "node.left"
+			removed = removed || (e.Kind == "node.remove" && left)
+		}
+	}
+	if !left || !removed {
+		t.Fatalf("audit log: left %v, then removed %v", left, removed)
 	}
 }

@@ -169,7 +169,11 @@ func newPlanCmd() *cobra.Command {
 				tags = append(tags, k+"="+v)
 			}
 			sort.Strings(tags)
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", n, pn.State, pn.Zone, pn.Since.Local().Format(time.DateTime), strings.Join(tags, ","))
+			state := string(pn.State)
+			if !pn.Left.IsZero() {
+				state += " (left " + pn.Left.Local().Format(time.DateTime) + ")"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", n, state, pn.Zone, pn.Since.Local().Format(time.DateTime), strings.Join(tags, ","))
 		}
 		tw.Flush()
 		if p.Spec.PlanVersion == 0 {

@@ -215,6 +215,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	ccfg := cluster.DefaultConfig()
 	ccfg.NodeName = a.cfg.Name
 	ccfg.Zone = a.cfg.Zone
+	ccfg.Tags, _ = ParseTags(a.cfg.Tags) // checked by Validate
 	ccfg.GossipAddr = a.cfg.Gossip
 	ccfg.RaftAddr = a.cfg.Raft
 	ccfg.AdvertiseIP = a.cfg.Advertise
@@ -222,6 +223,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	ccfg.BootstrapExpect = a.cfg.BootstrapExpect
 	ccfg.MaxVoters = a.cfg.MaxVoters
 	ccfg.DeadServerGrace = a.cfg.DeadServerGrace
+	ccfg.LeftNodeRetention = a.cfg.LeftNodeRetention
 	ccfg.DrainTimeout = a.cfg.DrainTimeout
 	if a.cfg.Encrypt != "" {
 		ccfg.GossipKey, _ = DecodeGossipKey(a.cfg.Encrypt)

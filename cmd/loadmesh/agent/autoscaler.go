@@ -396,6 +396,10 @@ func (h *autoscalerHook) observe() autoscale.Observation {
 		} else {
 			l, _, ok = h.a.peers.loads.Get(name)
 		}
+		if !pn.Left.IsZero() {
+			// Gone from the cluster: counts for nothing until it returns.
+			no.Ready, ok = false, false
+		}
 		if ok {
 			no.Healthy = l.Healthy
 			no.Inflight, no.Capacity = float64(l.Inflight), float64(l.Capacity)

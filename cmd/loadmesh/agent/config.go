@@ -13,14 +13,18 @@ import (
 
 	"github.com/loadmesh/loadmesh/cluster"
 	"github.com/loadmesh/loadmesh/scheduler"
+	"github.com/loadmesh/loadmesh/scheduler/autoscale"
 )
 
 // Config is everything `loadmesh agent` can be told, as plain values. The
 // command line, LOADMESH_* variables and --config files all fill this.
 type Config struct {
-	Name            string        `yaml:"name"`
-	DataDir         string        `yaml:"data-dir"`
-	Zone            string        `yaml:"zone"`
+	Name    string `yaml:"name"`
+	DataDir string `yaml:"data-dir"`
+	Zone    string `yaml:"zone"`
+	// Tags are key=value node tags (cost_per_hour, spot, carbon_region,
+	// power_watts, or anything else), gossiped and kept in the plan.
+	Tags            []string      `yaml:"tag"`
 	Gossip          string        `yaml:"gossip"`
 	Advertise       string        `yaml:"advertise"`
 	Raft            string        `yaml:"raft"`
@@ -33,6 +37,9 @@ type Config struct {
 	BootstrapExpect int           `yaml:"bootstrap-expect"`
 	MaxVoters       int           `yaml:"max-voters"`
 	DeadServerGrace time.Duration `yaml:"dead-server-grace"`
+	// LeftNodeRetention is how long the plan keeps a departed node's
+	// entry for its return.
+	LeftNodeRetention time.Duration `yaml:"left-node-retention"`
 	// Encrypt is the base64 gossip encryption key (loadmesh keygen).
 	Encrypt string `yaml:"encrypt"`
 	// TLSCA, TLSCert and TLSKey are the cluster CA certificate and this
@@ -122,15 +129,16 @@ type Config struct {
 // DefaultConfig returns the defaults documented in `loadmesh agent --help`.
 func DefaultConfig() Config {
 	return Config{
-		Zone:            "default",
-		Gossip:          "0.0.0.0:7946",
-		Raft:            ":7948",
-		Peer:            ":7947",
-		HTTP:            ":8080",
-		API:             "127.0.0.1:7950",
-		Capacity:        64,
-		MaxVoters:       5,
-		DeadServerGrace: 30 * time.Second,
+		Zone:              "default",
+		Gossip:            "0.0.0.0:7946",
+		Raft:              ":7948",
+		Peer:              ":7947",
+		HTTP:              ":8080",
+		API:               "127.0.0.1:7950",
+		Capacity:          64,
+		MaxVoters:         5,
+		DeadServerGrace:   30 * time.Second,
+		LeftNodeRetention: 72 * time.Hour,
 
 		DialTimeout:          5 * time.Second,
 		RequestHeaderTimeout: 10 * time.Second,
@@ -203,11 +211,17 @@ func (c Config) Validate() error {
 			add("--join: %v", err)
 		}
 	}
+	if _, err := ParseTags(c.Tags); err != nil {
+		add("%v", err)
+	}
 	if c.BootstrapExpect < 0 {
 		add("--bootstrap-expect %d is negative", c.BootstrapExpect)
 	}
 	if c.MaxVoters < 1 || c.MaxVoters > 9 {
 		add("--max-voters %d is outside 1..9", c.MaxVoters)
+	}
+	if c.LeftNodeRetention < time.Second {
+		add("--left-node-retention %s must be at least 1s", c.LeftNodeRetention)
 	}
 	if c.DeadServerGrace <= 0 {
 		add("--dead-server-grace %s must be positive", c.DeadServerGrace)
@@ -306,3 +320,45 @@ func nonEmpty(s ...string) int {
 // ErrNoTLS is returned outside --dev when no peer TLS files are given.
 var ErrNoTLS = errors.New("mutual TLS between nodes is required: pass --tls-ca, --tls-cert and --tls-key " +
 	"(create them with `loadmesh tls ca create` and `loadmesh tls cert create --node NAME`), or use --dev")
+
+// ParseTags reads key=value node tags and checks them: keys are 1 to 32
+// letters, digits, '_', '-' or '.'; values at most 64 bytes; at most 16
+// tags and 256 bytes in all (they travel in every gossip message about the
+// node). The autoscaler's own tags must hold valid values.
+func ParseTags(kvs []string) (map[string]string, error) {
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	tags := make(map[string]string, len(kvs))
+	size := 0
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || !validTagKey(k) || len(v) > 64 {
+			return nil, fmt.Errorf("--tag %q: want key=value, the key 1 to 32 letters, digits, '_', '-' or '.', the value at most 64 bytes", kv)
+		}
+		if _, dup := tags[k]; dup {
+			return nil, fmt.Errorf("--tag %q: %s given twice", kv, k)
+		}
+		tags[k] = v
+		size += len(k) + len(v)
+	}
+	if len(tags) > 16 || size > 256 {
+		return nil, fmt.Errorf("--tag: %d tags of %d bytes; at most 16 tags and 256 bytes", len(tags), size)
+	}
+	if _, err := autoscale.ParseNodeTags(tags); err != nil {
+		return nil, fmt.Errorf("--tag: %v", err)
+	}
+	return tags, nil
+}
+
+func validTagKey(k string) bool {
+	if k == "" || len(k) > 32 {
+		return false
+	}
+	for _, r := range k {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.') {
+			return false
+		}
+	}
+	return true
+}

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -88,7 +89,15 @@ func (r Request) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("kind %q: want scale_out, scale_in or replace", r.Kind))
 	}
-	return errors.Join(errs...)
+	if len(errs) == 0 {
+		return nil
+	}
+	// One line, for a provisioner's stderr and the audit log.
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Error()
+	}
+	return errors.New(strings.Join(msgs, "; "))
 }
 
 // ReadRequest decodes and validates one Request from r (at most

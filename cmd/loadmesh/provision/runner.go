@@ -157,7 +157,6 @@ func (r *Runner) Run(ctx context.Context, h autoscale.Hook, req Request, onAttem
 	return res
 }
 
-
 // jitter spreads d by ±20 %, never beyond maxBackoff.
 func jitter(d time.Duration) time.Duration {
 	f := 0.8 + 0.4*rand.Float64()
