@@ -96,7 +96,7 @@ func startCluster(ctx context.Context, cfg config, dir string) (*cluster, error)
 			"--http", addr(a.http), "--api", addr(a.api), "--bootstrap-expect", "3",
 			"--backend", "http://" + be, "--capacity", strconv.Itoa(cfg.capacity),
 			"--tls-ca", filepath.Join(tlsDir, "loadmesh-ca.pem"), "--tls-cert", filepath.Join(tlsDir, n+".pem"),
-			"--tls-key", filepath.Join(tlsDir, n+"-key.pem"), "--log-level", "info"}
+			"--tls-key", filepath.Join(tlsDir, n+"-key.pem"), "--log-level", "info", "--bootstrap-token", benchToken}
 		if seed != "" {
 			args = append(args, "--join", seed)
 		} else {
@@ -163,6 +163,10 @@ func (c *cluster) get(node, path string) (int, []byte, error) {
 	return resp.StatusCode, b, err
 }
 
+// benchToken is the cluster's first operator token (--bootstrap-token):
+// plan writes and drains need one.
+const benchToken = "lm_be7c000000000000_be7cbe7cbe7cbe7cbe7cbe7cbe7cbe7cbe7cbe7cbe7cbe7cbe7cbe7cbe7cbe7c"
+
 // post sends body to node's API, retrying on 502/503 (leadership moving)
 // for up to 10s.
 func (c *cluster) post(ctx context.Context, node, path, ctype string, body []byte) error {
@@ -170,6 +174,7 @@ func (c *cluster) post(ctx context.Context, node, path, ctype string, body []byt
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, c.agents[node].apiURL()+path, bytes.NewReader(body))
 		req.Header.Set("Content-Type", ctype)
+		req.Header.Set("Authorization", "Bearer "+benchToken)
 		resp, err := apiClient.Do(req)
 		code, msg := 0, ""
 		if err == nil {
