@@ -10,7 +10,7 @@
 #   BENCH_DURATION=5s     length of one load run
 #   BENCH_CONNS=64,8      connection counts, the same for every row
 #   BENCH_BULK_SIZE=1073741824   bytes per large transfer (0 skips them)
-#   BENCH_LOADGEN=auto    auto (wrk if installed), wrk or go
+#   BENCH_LOADGEN=auto    auto (wrk if installed, else loadmesh loadtest), wrk, loadtest or go
 #   BENCH_PROFILE=true    perf profile of both agents during a two-hop run
 #   BENCH_DOC=docs/benchmarks.md   where results go ("" for nowhere)
 #   BENCH_INSTALL=1       0: never run apt-get
@@ -76,7 +76,7 @@ install_pkgs() {
 	fi
 }
 install_pkgs
-command -v wrk >/dev/null || log "wrk not available: lmbench uses its built-in Go load generator"
+command -v wrk >/dev/null || log "wrk not available: lmbench uses loadmesh loadtest --json as its load generator"
 command -v haproxy >/dev/null || log "HAProxy not available: the HAProxy rows and every ratio are skipped"
 
 # --- builds ------------------------------------------------------------

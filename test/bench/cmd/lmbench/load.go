@@ -117,8 +117,8 @@ func parseDur(num, unit string) time.Duration {
 	}
 }
 
-// goLoader is the project's own closed-loop load generator, used when wrk
-// is not installed. It costs more CPU per request than wrk, which on a
+// goLoader is lmbench's own closed-loop load generator (-loadgen go;
+// without wrk, auto now picks loadtestLoader). It costs more CPU per request than wrk, which on a
 // small machine takes CPU from the system under test, so its absolute
 // figures are lower; ratios within one run stay comparable.
 type goLoader struct{ maxRequests int64 }

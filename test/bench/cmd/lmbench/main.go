@@ -61,7 +61,7 @@ func main() {
 	flag.Int64Var(&cfg.bulkSize, "bulk-size", 1<<30, "bytes per large transfer; 0 skips them")
 	flag.DurationVar(&cfg.bulkTimeout, "bulk-timeout", 180*time.Second, "limit for one large transfer")
 	flag.BoolVar(&cfg.profile, "profile", true, "profile both agents with perf during a two-hop run")
-	flag.StringVar(&cfg.loadgen, "loadgen", "auto", "auto (wrk if installed), wrk or go")
+	flag.StringVar(&cfg.loadgen, "loadgen", "auto", "auto (wrk if installed, else loadtest), wrk, loadtest (loadmesh loadtest) or go")
 	flag.IntVar(&cfg.capacity, "capacity", 1024, "--capacity of the serving agent (above every connection count, so it always serves locally)")
 	flag.Parse()
 	for _, s := range strings.Split(conns, ",") {
@@ -145,14 +145,16 @@ func run(ctx context.Context, cfg config) error {
 	switch {
 	case cfg.loadgen == "go":
 		b.loader = goLoader{}
+	case cfg.loadgen == "loadtest":
+		b.loader = loadtestLoader{bin: bin}
 	default:
 		if p, err := exec.LookPath("wrk"); err == nil {
 			b.loader = wrkLoader{path: p, threads: 2}
 		} else if cfg.loadgen == "wrk" {
 			return errors.New("wrk not found")
 		} else {
-			b.loader = goLoader{}
-			b.note("wrk is not installed: the built-in Go load generator was used")
+			b.loader = loadtestLoader{bin: bin}
+			b.note("wrk is not installed: `loadmesh loadtest --rate 0` was the load generator")
 		}
 	}
 	fmt.Println("load generator:", b.loader.name())
