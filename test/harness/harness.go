@@ -115,7 +115,9 @@ func FastTimers(c *cluster.Config) {
 // Start starts n agents and waits until each has joined the cluster.
 func Start(t testing.TB, n int, opts Options) *Cluster {
 	t.Helper()
-	ca, err := transport.NewCA("loadmesh test CA", time.Hour)
+	// Node certificates live as long as their CA: a short-lived CA would
+	// make every node report its certificate as expiring.
+	ca, err := transport.NewCA("loadmesh test CA", transport.DefaultCALifetime)
 	if err != nil {
 		t.Fatal(err)
 	}

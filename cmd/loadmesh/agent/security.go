@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,6 +36,9 @@ type security struct {
 	// forward carries writes to the leader's API; nil means the default
 	// transport (plain HTTP).
 	forward http.RoundTripper
+	// throwaway is set for --dev's in-memory CA, made anew at every start:
+	// its short life is no news, so it is not warned about.
+	throwaway bool
 
 	stopCh chan struct{}
 	wg     sync.WaitGroup
@@ -57,6 +61,7 @@ const certExpiryCheck = 24 * time.Hour
 // identity.
 func (s *security) start() error {
 	a := s.a
+	s.throwaway = a.cfg.Dev && a.cfg.TLSCA == "" && a.deps.TLS == nil
 	if a.cfg.TLSCA != "" {
 		b, err := os.ReadFile(a.cfg.TLSCA)
 		if err != nil {
@@ -91,11 +96,7 @@ func (s *security) start() error {
 		s.forward = tr
 	}
 	a.reg.MustRegister(certCollector{s})
-	for _, c := range s.certs() {
-		if msg, soon := expiring(c, s.now()); soon {
-			a.log.Warn(msg, "cert", c.name, "not_after", c.cert.NotAfter)
-		}
-	}
+	s.warnExpiring()
 	s.stopCh = make(chan struct{})
 	s.wg.Add(1)
 	go s.watch(s.stopCh)
@@ -131,12 +132,27 @@ func (s *security) watch(stop chan struct{}) {
 			return
 		case <-t.C:
 		}
-		for _, c := range s.certs() {
-			if msg, soon := expiring(c, s.now()); soon {
-				s.a.log.Warn(msg, "cert", c.name, "not_after", c.cert.NotAfter)
-			}
+		s.warnExpiring()
+	}
+}
+
+// warnExpiring logs each certificate within its warning window.
+func (s *security) warnExpiring() {
+	for _, c := range s.watched() {
+		if msg, soon := expiring(c, s.now()); soon {
+			s.a.log.Warn(msg, "cert", c.name, "not_after", c.cert.NotAfter)
 		}
 	}
+}
+
+// watched are the certificates to warn about: all but --dev's throwaway
+// node certificate.
+func (s *security) watched() []namedCert {
+	certs := s.certs()
+	if s.throwaway {
+		certs = slices.DeleteFunc(certs, func(c namedCert) bool { return c.name == "node" })
+	}
+	return certs
 }
 
 // namedCert is a certificate this node uses: "node" (mutual TLS between
@@ -376,7 +392,7 @@ func (s *security) printBootstrap(secret string) {
 func (s *security) recordExpiring() {
 	a := s.a
 	now := s.now().UTC()
-	for _, c := range s.certs() {
+	for _, c := range s.watched() {
 		msg, soon := expiring(c, now)
 		if !soon || s.recordedSince(c.name, now.Add(-certExpiryCheck+time.Hour)) {
 			continue
