@@ -99,6 +99,7 @@ func (c *Cluster) applyEvent(ev memberEvent, now time.Time) {
 		status = StatusDead
 	}
 	if e.status != status {
+		c.metrics.statusChanges.WithLabelValues(string(status)).Inc()
 		if e.status != "" || status != StatusAlive {
 			c.log.Info("member status changed", "peer", ev.name, "from", string(e.status), "to", string(status))
 		} else {
@@ -133,6 +134,7 @@ func (c *Cluster) resync(now time.Time) {
 			st = StatusLeft
 		}
 		c.log.Info("member status changed", "peer", name, "from", string(e.status), "to", string(st))
+		c.metrics.statusChanges.WithLabelValues(string(st)).Inc()
 		e.status, e.since = st, now
 	}
 	// Forget members that have been gone for a long time.

@@ -13,6 +13,7 @@ type metrics struct {
 	badMeta       prometheus.Counter
 	joins         *prometheus.CounterVec
 	raftChanges   *prometheus.CounterVec
+	statusChanges *prometheus.CounterVec // metrics_health.go
 }
 
 func newMetrics(reg prometheus.Registerer, c *Cluster) *metrics {
@@ -38,12 +39,13 @@ func newMetrics(reg prometheus.Registerer, c *Cluster) *metrics {
 		raftChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "loadmesh_cluster_raft_configuration_changes_total", Help: "Raft configuration changes made by this node as leader, by kind.",
 		}, []string{"kind"}),
+		statusChanges: newStatusChanges(),
 	}
 	if reg == nil {
 		return m
 	}
 	reg.MustRegister(m.isLeader, m.leaderChanges, m.eventsDropped, m.memberEvents, m.badMeta, m.joins, m.raftChanges,
-		&stateCollector{c: c})
+		&stateCollector{c: c}, m.statusChanges, &healthCollector{c: c})
 	return m
 }
 

@@ -83,13 +83,17 @@ func NewFSM(log *slog.Logger, reg prometheus.Registerer) *FSM {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &FSM{
+	f := &FSM{
 		log:        log.With("component", "store"),
 		auditLimit: DefaultAuditLimit,
 		metrics:    newMetrics(reg),
 		st:         State{Plan: scheduler.Plan{Nodes: map[string]scheduler.PlanNode{}}},
 		tokenIDs:   map[string]string{},
 	}
+	if reg != nil {
+		reg.MustRegister(planNodesCollector{f}) // metrics_plan.go
+	}
+	return f
 }
 
 // Plan returns a copy of the current plan.

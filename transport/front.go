@@ -237,6 +237,7 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		finish(done, out)
+		in.metrics.forwardedBytes(body, rec)
 		if a.err == nil {
 			in.metrics.observe("forwarded", rec.status, time.Since(start))
 			return

@@ -229,6 +229,7 @@ func errText(err error) string {
 type StatusRecorder struct {
 	http.ResponseWriter
 	status int
+	bytes  int64 // body bytes written
 }
 
 // Status is the status written so far (0 if none).
@@ -245,7 +246,9 @@ func (s *StatusRecorder) Write(p []byte) (int, error) {
 	if s.status == 0 {
 		s.status = http.StatusOK
 	}
-	return s.ResponseWriter.Write(p)
+	n, err := s.ResponseWriter.Write(p)
+	s.bytes += int64(n)
+	return n, err
 }
 
 // Unwrap lets http.ResponseController reach Flush and deadlines.

@@ -12,6 +12,9 @@ type ingressMetrics struct {
 	duration *prometheus.HistogramVec
 	inflight prometheus.Gauge
 	retries  prometheus.Counter
+	// Body bytes of forwarded requests: sent to peers, and received from
+	// them (relayed to clients).
+	fwdSent, fwdReceived prometheus.Counter
 
 	// Resolved series of the routes the ingress and Backend use, filled
 	// on first use: WithLabelValues hashes its labels on every call.
@@ -43,9 +46,17 @@ func newIngressMetrics(reg prometheus.Registerer) *ingressMetrics {
 			Name: "loadmesh_transport_retries_total",
 			Help: "Requests tried again on another node after a failed forward.",
 		}),
+		fwdSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "loadmesh_transport_forwarded_sent_bytes_total",
+			Help: "Request body bytes this ingress forwarded to peers.",
+		}),
+		fwdReceived: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "loadmesh_transport_forwarded_received_bytes_total",
+			Help: "Response body bytes this ingress received from peers and relayed to clients.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.inflight, m.retries)
+		reg.MustRegister(m.requests, m.duration, m.inflight, m.retries, m.fwdSent, m.fwdReceived)
 	}
 	return m
 }
@@ -88,5 +99,19 @@ func outcomeIndex(status int) int {
 		return status/100 - 1
 	default:
 		return 1 // 2xx
+	}
+}
+
+// forwardedBytes counts one forwarding attempt's body bytes. body is nil
+// for a request without one. A request is retried only while its body is
+// untouched (safeToRetry), so nothing is counted twice.
+func (m *ingressMetrics) forwardedBytes(body *trackedBody, rec *StatusRecorder) {
+	if body != nil {
+		if n := body.read.Load(); n > 0 {
+			m.fwdSent.Add(float64(n))
+		}
+	}
+	if rec.bytes > 0 {
+		m.fwdReceived.Add(float64(rec.bytes))
 	}
 }

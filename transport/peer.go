@@ -231,6 +231,9 @@ func NewPeerServer(cfg PeerConfig, deps PeerDeps) (*PeerServer, error) {
 		warnings:  newPeerLogLimiter(time.Second),
 	}
 	s.client = newPeerClient(s)
+	if err := registerPeerStats(deps.Registerer, s.client); err != nil { // peer_stats.go
+		return nil, fmt.Errorf("peer server: register peer connection stats: %w", err)
+	}
 	return s, nil
 }
 
