@@ -400,7 +400,7 @@ func (c *Cluster) joinLoop() {
 			wait, backoff = c.cfg.RetryJoinMax, c.cfg.RetryJoinMin
 			continue
 		}
-		n, err := c.ml.Join(c.cfg.Join)
+		n, err := c.ml.Join(c.expandJoin(context.Background()))
 		if n > 0 {
 			c.log.Info("joined cluster", "contacted", n)
 			c.metrics.joins.WithLabelValues("ok").Inc()

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -36,6 +37,9 @@ type Config struct {
 
 	// Join lists seed gossip addresses (host:port; port defaults to 7946).
 	Join []string
+	// LookupHost resolves DNS names among the Join seeds; nil means the
+	// system resolver. Tests replace it.
+	LookupHost func(ctx context.Context, host string) ([]string, error)
 	// RetryJoinMin and RetryJoinMax bound the join backoff. Defaults 500ms and 30s.
 	RetryJoinMin, RetryJoinMax time.Duration
 
