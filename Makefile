@@ -9,7 +9,7 @@ FUZZTIME ?= 30s
 FUZZTIME_TEST ?= 3s
 PKGS := ./...
 
-.PHONY: all build run test quick fuzz lint tidy deps-check bench bench-autoscale clean
+.PHONY: all build run test quick chaos fuzz lint tidy deps-check bench bench-autoscale clean
 
 all: build
 
@@ -30,6 +30,13 @@ test:
 ## quick: the fast inner loop (skips multi-node tests)
 quick:
 	$(GO) test -short -count=1 $(PKGS)
+
+## chaos: the chaos suite alone, verbose, about 3 minutes (test/chaos/README.md);
+## its report also goes to bin/chaos-report.txt. As root it also fills a
+## node's disk and partitions the network; otherwise those scenarios skip
+chaos:
+	@mkdir -p bin
+	GOTRACEBACK=all LOADMESH_CHAOS_REPORT=$(CURDIR)/bin/chaos-report.txt $(GO) test -race -count=1 -timeout=10m -v ./test/chaos/
 
 ## fuzz: run every fuzz target for FUZZTIME
 fuzz:
