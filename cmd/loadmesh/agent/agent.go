@@ -78,6 +78,7 @@ type Agent struct {
 	liveCluster atomic.Pointer[cluster.Cluster]
 	health      *transport.HealthChecker
 	sys         *sysLoad
+	series      *seriesSampler
 	healthCh    chan struct{}
 	pubStop     chan struct{}
 	pubWG       sync.WaitGroup
@@ -269,6 +270,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	}
 	a.startLoadPublisher()
 	a.startLimits()
+	a.startSeries()
 	if err := a.startIngress(); err != nil {
 		return err
 	}
@@ -363,6 +365,7 @@ func (a *Agent) close(graceful bool) error {
 	}
 	a.stopLimits()
 	a.stopPublisher()
+	a.stopSeries()
 	a.sec.stop()
 	if a.peer != nil {
 		cctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -139,6 +139,7 @@ func (a *Agent) apiHandler() http.Handler {
 	a.registerPlanAPI(mux)
 	a.registerAutoscalerAPI(mux)
 	a.registerTokenAPI(mux)
+	a.registerDashboard(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)

@@ -70,11 +70,15 @@ type access struct {
 }
 
 // accessFor is the API's access policy. Liveness and readiness probes are
-// open; reads are open on loopback and otherwise need a read token; token
-// management and every write need an operator token, on loopback too.
+// open, and so are the dashboard's static files (the data it shows comes
+// from the reads below); reads are open on loopback and otherwise need a
+// read token; token management and every write need an operator token, on
+// loopback too.
 func accessFor(method, path string) access {
 	switch {
 	case path == "/healthz" || path == "/readyz":
+		return access{open: true}
+	case (method == http.MethodGet || method == http.MethodHead) && isDashboardPage(path):
 		return access{open: true}
 	case path == "/v1/tokens" || strings.HasPrefix(path, "/v1/tokens/"):
 		return access{need: store.RoleOperator}

@@ -86,6 +86,10 @@ type Config struct {
 	HealthFall     int           `yaml:"health-fall"`
 	// LoadInterval is how often the node gossips its load summary.
 	LoadInterval time.Duration `yaml:"load-interval"`
+	// SeriesInterval is how often the node samples the cluster's figures
+	// for the dashboard's last-hour chart (GET /v1/timeseries). Default
+	// 10s; 100ms to 1m; 0 means the default. Not a flag: tests shorten it.
+	SeriesInterval time.Duration `yaml:"-"`
 	// DrainTimeout bounds how long a draining node may take to finish its
 	// in-flight requests before the leader moves it on.
 	DrainTimeout time.Duration `yaml:"drain-timeout"`
@@ -153,6 +157,7 @@ func DefaultConfig() Config {
 		HealthRise:     2,
 		HealthFall:     2,
 		LoadInterval:   250 * time.Millisecond,
+		SeriesInterval: 10 * time.Second,
 		DrainTimeout:   30 * time.Second,
 
 		RateLimitKey:     "ip",
@@ -261,6 +266,9 @@ func (c Config) Validate() error {
 	}
 	if c.LoadInterval < 50*time.Millisecond || c.LoadInterval > time.Minute {
 		add("--load-interval %s is outside 50ms..1m", c.LoadInterval)
+	}
+	if c.SeriesInterval != 0 && (c.SeriesInterval < 100*time.Millisecond || c.SeriesInterval > time.Minute) {
+		add("SeriesInterval %s is outside 100ms..1m", c.SeriesInterval)
 	}
 	if c.DrainTimeout <= 0 {
 		add("--drain-timeout %s must be positive", c.DrainTimeout)
