@@ -172,6 +172,20 @@ func retryableStatus(resp *http.Response) error {
 // ServeHTTP implements http.Handler.
 func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	switch r.Method {
+	case http.MethodConnect:
+		// Not a tunnel: relaying a backend's 200 would tell the client its
+		// tunnel is open when none is.
+		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+		writePlain(w, http.StatusMethodNotAllowed, "loadmesh: CONNECT is not supported")
+		in.metrics.observe("none", http.StatusMethodNotAllowed, time.Since(start))
+		return
+	case "PRI":
+		// An HTTP/2 connection preface sent to an HTTP/1 listener.
+		writePlain(w, http.StatusBadRequest, "loadmesh: HTTP/2 preface on an HTTP/1.1 connection; use h2c prior knowledge only where supported")
+		in.metrics.observe("none", http.StatusBadRequest, time.Since(start))
+		return
+	}
 	ctx := r.Context()
 	if in.cfg.UpstreamTimeout > 0 {
 		var cancel context.CancelFunc
@@ -192,9 +206,12 @@ func (in *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for n := 0; n < in.cfg.MaxAttempts; n++ {
 		target, done, err := in.pick(r, tried)
 		if err != nil {
-			if lastErr == nil && in.local != nil {
-				// Nobody else can help: serve locally even over capacity
-				// or when its health check fails (a panic mode, as Envoy's).
+			// Nobody else can help (no other peer, or the retry budget
+			// refuses another try): serve locally, even over capacity or
+			// when its health check fails (a panic mode, as Envoy's),
+			// unless the local backend already had its turn. A retry only
+			// gets here when retrying was safe.
+			if in.local != nil && !slices.Contains(tried, in.cfg.NodeName) {
 				if release, err := in.admitLocal(w, r, false, nil); err == nil {
 					defer release()
 					in.local.ServeHTTP(w, r)
@@ -317,14 +334,15 @@ func (in *Ingress) fail(w http.ResponseWriter, r *http.Request, err error, start
 	case r.Context().Err() != nil && errors.Is(r.Context().Err(), context.DeadlineExceeded):
 		status, msg = http.StatusGatewayTimeout, "loadmesh: upstream timed out"
 	case r.Context().Err() != nil:
-		status = 499 // the client went away; nobody reads this
+		// The client went away or stopped its upload half way. Say so:
+		// a client that only half-closed still reads the answer, and
+		// writing nothing would let net/http send 200.
+		status, msg = 499, "loadmesh: client closed the request"
 	case errors.Is(err, ErrDial):
 		status, msg = http.StatusServiceUnavailable, "loadmesh: no node can serve this request: "+errText(err)
 	}
 	in.metrics.observe("forwarded", status, time.Since(start))
-	if status != 499 {
-		writePlain(w, status, msg)
-	}
+	writePlain(w, status, msg)
 }
 
 func writePlain(w http.ResponseWriter, status int, msg string) {

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -117,9 +118,12 @@ func newEventsCmd() *cobra.Command {
 					b, _ := json.Marshal(e)
 					fmt.Fprintln(cmd.OutOrStdout(), string(b))
 				} else {
-					fmt.Fprintf(cmd.OutOrStdout(), "%s  v%-5d %-12s %-14s %-10s %s", e.Time.Local().Format(time.DateTime), e.Version, e.Who, e.Kind, e.Node, e.Why)
+					// Audit text comes from API callers: never let it drive
+					// the terminal (escape sequences, carriage returns).
+					fmt.Fprintf(cmd.OutOrStdout(), "%s  v%-5d %-12s %-14s %-10s %s", e.Time.Local().Format(time.DateTime), e.Version,
+						printable(e.Who), printable(e.Kind), printable(e.Node), printable(e.Why))
 					if e.Before != "" || e.After != "" {
-						fmt.Fprintf(cmd.OutOrStdout(), " [%s → %s]", e.Before, e.After)
+						fmt.Fprintf(cmd.OutOrStdout(), " [%s → %s]", printable(e.Before), printable(e.After))
 					}
 					fmt.Fprintln(cmd.OutOrStdout())
 				}
@@ -340,4 +344,22 @@ func newPlanRollbackCmd() *cobra.Command {
 		return nil
 	}
 	return cmd
+}
+
+// printable replaces control characters (ESC, CR, …) with their Go
+// escapes, so that text from the audit log cannot drive a terminal.
+func printable(s string) string {
+	if !strings.ContainsFunc(s, unicode.IsControl) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

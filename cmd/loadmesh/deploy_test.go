@@ -140,3 +140,16 @@ func readFile(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+func TestPrintableEscapesControlCharacters(t *testing.T) {
+	for in, want := range map[string]string{
+		"drain for kernel update":   "drain for kernel update",
+		"\x1b]0;pwned\x07\x1b[2J":   `\x1b]0;pwned\a\x1b[2J`,
+		"line one\rline two\nthree": `line one\rline two\nthree`,
+		"zone é ✓":                  "zone é ✓",
+	} {
+		if got := printable(in); got != want {
+			t.Errorf("printable(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

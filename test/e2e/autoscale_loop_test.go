@@ -68,6 +68,11 @@ func TestAutoscalerRunsTheLocalProvisioner(t *testing.T) {
 				t.Logf("==== %s ====\n%s", l, b)
 			}
 		}
+		// Stop the leader first: while it runs, its autoscaler may start
+		// another agent through the hook after --stop-all.
+		if !seed.proc.exited() {
+			seed.proc.kill()
+		}
 		res := runProvision(t, "", "provision", "local", "--dir", state, "--stop-all", "--stop-timeout", "10s")
 		if res.code != 0 {
 			t.Errorf("provision local --stop-all: exit %d: %s", res.code, res.stderr)

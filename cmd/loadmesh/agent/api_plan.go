@@ -207,6 +207,9 @@ func decodeBody(r *http.Request, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("invalid JSON body: %v", err)
 	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("invalid JSON body: data after the JSON object")
+	}
 	return nil
 }
 

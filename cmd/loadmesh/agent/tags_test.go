@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -33,6 +34,23 @@ func TestParseTags(t *testing.T) {
 		_, err := ParseTags(tc.in)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("ParseTags(%q) = %v, want one line containing %q", tc.in, err, tc.want)
+		}
+	}
+}
+
+func TestDecodeBodyRefusesTrailingData(t *testing.T) {
+	for body, ok := range map[string]bool{
+		`{"reason":"x"}`:         true,
+		"{\"reason\":\"x\"}\n  ": true,
+		``:                       true,
+		`{"reason":"x"}{"a":1}`:  false,
+		`{"reason":"x"} junk`:    false,
+		`{"reason":"x"}]`:        false,
+	} {
+		var req nodeActionRequest
+		err := decodeBody(httptest.NewRequest("POST", "/", strings.NewReader(body)), &req)
+		if (err == nil) != ok {
+			t.Errorf("decodeBody(%q) = %v, want ok=%v", body, err, ok)
 		}
 	}
 }
