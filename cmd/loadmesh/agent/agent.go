@@ -251,7 +251,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		NewNodeState: a.newNodeState,
 		Messages:     a.limitMessages(),
 		RaftTLS: &cluster.RaftTLS{
-			Server: a.mtls.ServerConfig(raftALPN),
+			Server: a.raftServerTLS(),
 			Client: func(peer string) *tls.Config { return a.mtls.ClientConfig(peer, raftALPN) },
 		},
 	})
