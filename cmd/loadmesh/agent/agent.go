@@ -71,6 +71,7 @@ type Agent struct {
 	peers      *peerView
 	local      http.Handler // the metered local backend; nil on ingress-only nodes
 	autoscaler *autoscalerHook
+	dirProbe   dirProbe
 	sec        *security
 	limits     *limits
 	// liveCluster is a.cluster once started, for goroutines that may run
@@ -123,6 +124,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		memberLoadCollector{a: a},
 	)
 	a.autoscaler.m = newAutoscalerMetrics(a.autoscaler, a.reg)
+	a.reg.MustRegister(a.dataDirGauge())
 	a.autoscaler.runner = provision.NewRunner(provision.RunnerConfig{Logger: a.log})
 	dir := a.cfg.DataDir
 	if a.cfg.Dev && dir == "" {

@@ -132,6 +132,8 @@ func (a *Agent) apiHandler() http.Handler {
 			writeText(w, http.StatusServiceUnavailable, "not ready: not joined to a cluster yet")
 		case a.cluster.Leader() == "":
 			writeText(w, http.StatusServiceUnavailable, "not ready: no raft leader known")
+		case a.dataDirWritable() != nil:
+			writeText(w, http.StatusServiceUnavailable, "not ready: "+a.dataDirWritable().Error())
 		default:
 			writeText(w, http.StatusOK, "ready")
 		}
