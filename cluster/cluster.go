@@ -78,6 +78,7 @@ type Cluster struct {
 	reconcileCh chan struct{}
 	observerCh  chan raft.Observation
 	observer    *raft.Observer
+	failCh      chan error // Failed
 
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -113,6 +114,7 @@ func New(cfg Config, deps Deps) (*Cluster, error) {
 		eventCh:     make(chan memberEvent, 1024),
 		reconcileCh: make(chan struct{}, 1),
 		observerCh:  make(chan raft.Observation, 64),
+		failCh:      make(chan error, 1),
 		stop:        make(chan struct{}),
 		members:     map[string]*memberEntry{},
 		acks:        map[string]time.Time{},
@@ -180,6 +182,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 		Zone: c.cfg.Zone, Tags: c.cfg.Tags, HTTP: c.cfg.HTTPAddr, Peer: c.cfg.PeerAddr, Raft: raftAdvertise,
 		API: c.cfg.APIAddr, BootstrapExpect: c.cfg.BootstrapExpect, Serving: c.cfg.Serving,
 	}
+	c.loadClusterID()
 	if err := c.publishMeta(); err != nil {
 		c.abortStart()
 		return err
@@ -331,6 +334,7 @@ func (c *Cluster) maybeBootstrap(ctx context.Context) error {
 			return fmt.Errorf("bootstrap single-node cluster: %w", err)
 		}
 		c.log.Info("bootstrapped a single-node cluster")
+		c.setClusterID(randomClusterID(), "bootstrapped a single-node cluster")
 	default:
 		c.log.Info("waiting to be added to the cluster by its leader")
 	}
@@ -374,6 +378,7 @@ func (c *Cluster) bootstrapWatcher() {
 		switch {
 		case err == nil:
 			c.log.Info("bootstrapped raft", "servers", len(servers))
+			c.setClusterID(bootstrapClusterID(servers), "bootstrapped raft")
 		case errors.Is(err, raft.ErrCantBootstrap):
 			c.log.Info("raft already has state; not bootstrapping")
 		default:
@@ -401,17 +406,28 @@ func (c *Cluster) joinLoop() {
 			continue
 		}
 		n, err := c.ml.Join(c.expandJoin(context.Background()))
+		c.mu.Lock()
+		first := !c.joined
+		c.mu.Unlock()
 		if n > 0 {
 			c.log.Info("joined cluster", "contacted", n)
 			c.metrics.joins.WithLabelValues("ok").Inc()
 			c.mu.Lock()
 			c.joined = true
 			c.mu.Unlock()
+			if first {
+				c.verifyClusterID()
+			}
 			c.rejoinSoon()
 			wait, backoff = c.cfg.RetryJoinMax, c.cfg.RetryJoinMin
 			continue
 		}
 		c.metrics.joins.WithLabelValues("error").Inc()
+		if kerr := gossipKeyError(err, c.cfg.Join); kerr != nil && first {
+			// Not a passing failure: retrying cannot help.
+			c.fail(kerr)
+			return
+		}
 		c.log.Warn("join failed; retrying", "seeds", c.cfg.Join, "retry_in", backoff, "error", err)
 		// Full jitter keeps a fleet that restarts together from retrying in step.
 		wait = backoff/2 + rand.N(backoff/2+1)
@@ -464,6 +480,7 @@ func (c *Cluster) eventLoop() {
 			c.mu.Lock()
 			c.resync(time.Now())
 			c.mu.Unlock()
+			c.adoptClusterID()
 		}
 	}
 }
@@ -534,39 +551,54 @@ func (c *Cluster) Leader() string {
 // IsLeader reports whether this node is the Raft leader.
 func (c *Cluster) IsLeader() bool { return c.raft.State() == raft.Leader }
 
-// Leave announces a graceful departure: the leader hands leadership to
-// another voter first; the node flags itself as leaving in gossip and then
-// leaves the pool. Call before Shutdown.
-func (c *Cluster) Leave(ctx context.Context) error {
-	var errs []error
-	if c.IsLeader() && c.voterCount() > 1 {
-		if err := c.raft.LeadershipTransfer().Error(); err != nil {
-			errs = append(errs, fmt.Errorf("transfer leadership: %w", err))
-		} else {
-			c.log.Info("leadership transferred before leaving")
-		}
-	}
+// AnnounceLeaving flags this node as leaving in its gossip metadata and
+// pushes the update (blocking up to timeout), so that peers stop choosing
+// it for new requests while it still serves those under way. The node
+// stays a member until Leave. Idempotent.
+func (c *Cluster) AnnounceLeaving(timeout time.Duration) error {
 	c.mu.Lock()
+	already := c.meta.Leaving
 	c.meta.Leaving = true
 	err := c.publishMeta()
 	c.mu.Unlock()
-	if err == nil {
-		timeout := time.Second
-		if d, ok := ctx.Deadline(); ok {
-			timeout = min(timeout, time.Until(d)/2)
-		}
-		if err := c.ml.UpdateNode(timeout); err != nil {
-			errs = append(errs, fmt.Errorf("announce leave: %w", err))
+	if err != nil || already {
+		return err
+	}
+	if err := c.ml.UpdateNode(timeout); err != nil {
+		return fmt.Errorf("announce leave: %w", err)
+	}
+	return nil
+}
+
+// Leave announces a graceful departure: the leader hands leadership to
+// another voter first; the node flags itself as leaving in gossip (if
+// AnnounceLeaving has not) and then leaves the pool. Call before Shutdown.
+func (c *Cluster) Leave(ctx context.Context) error {
+	var errs []error
+	if c.IsLeader() && c.voterCount() > 1 {
+		start := time.Now()
+		if err := c.raft.LeadershipTransfer().Error(); err != nil {
+			errs = append(errs, fmt.Errorf("transfer leadership: %w", err))
+		} else {
+			c.log.Info("leadership transferred before leaving", "duration", time.Since(start).Round(time.Millisecond))
 		}
 	}
-	timeout := 3 * time.Second
+	timeout := time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d)/2)
+	}
+	if err := c.AnnounceLeaving(timeout); err != nil {
+		errs = append(errs, err)
+	}
+	start := time.Now()
+	timeout = 3 * time.Second
 	if d, ok := ctx.Deadline(); ok {
 		timeout = max(100*time.Millisecond, time.Until(d))
 	}
 	if err := c.ml.Leave(timeout); err != nil {
 		errs = append(errs, fmt.Errorf("leave gossip: %w", err))
 	}
-	c.log.Info("left the cluster")
+	c.log.Info("left the cluster", "duration", time.Since(start).Round(time.Millisecond))
 	return errors.Join(errs...)
 }
 

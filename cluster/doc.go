@@ -18,6 +18,12 @@
 //     node leads;
 //   - the raft observer that counts leader changes.
 //
+// Each cluster has an ID, kept in the node's stable store and gossiped
+// (clusterid.go), so that a node never joins another cluster with its Raft
+// state; that, and a gossip key that does not match the seeds', are
+// reported on Failed. Leaving is two steps: AnnounceLeaving (peers stop
+// sending new requests; the node drains), then Leave.
+//
 // The cluster is the only package that sees memberlist, raft and go-hclog;
 // it hands plain values (Member, Status) to everyone else.
 package cluster

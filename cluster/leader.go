@@ -186,7 +186,7 @@ func (c *Cluster) reconcile(missingSince map[string]time.Time, now time.Time) {
 	slices.Sort(names)
 	for _, name := range names {
 		m := members[name]
-		if m.status != StatusAlive || m.meta.Raft == "" || m.meta.Leaving {
+		if m.status != StatusAlive || m.meta.Raft == "" || m.meta.Leaving || c.foreign(m) {
 			continue
 		}
 		s, ok := inRaft[name]

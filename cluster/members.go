@@ -32,6 +32,9 @@ type Member struct {
 	Load []byte `json:"-"`
 	// Since is when this node saw Status begin.
 	Since time.Time `json:"since"`
+	// Leaving is true from when the member announced a graceful departure
+	// (it drains: it takes no new requests) until it is gone.
+	Leaving bool `json:"leaving,omitempty"`
 }
 
 // Addresses are a member's reachable service addresses.
@@ -62,6 +65,7 @@ func (e *memberEntry) toMember(status MemberStatus) Member {
 		Since:   e.since,
 		Serving: e.meta.Serving,
 		Load:    e.meta.Load,
+		Leaving: e.meta.Leaving,
 		Addresses: Addresses{
 			Gossip: e.gossip, HTTP: e.meta.HTTP, Peer: e.meta.Peer, Raft: e.meta.Raft, API: e.meta.API,
 		},

@@ -33,9 +33,13 @@ type Meta struct {
 	// Load is the node's encoded load summary (scheduler.EncodeLoad),
 	// republished several times a second.
 	Load []byte `json:"ld,omitempty"`
-	// Leaving is set just before a graceful leave, so peers can tell a
+	// Leaving is set when a graceful departure begins (the node drains,
+	// then leaves), so peers stop sending it new requests and can tell a
 	// departure from a failure.
 	Leaving bool `json:"l,omitempty"`
+	// ClusterID names the Raft cluster whose state the node holds
+	// (clusterid.go); empty while it has none.
+	ClusterID string `json:"c,omitempty"`
 }
 
 // EncodeMeta serialises m for memberlist.

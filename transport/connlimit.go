@@ -36,9 +36,11 @@ func (c ConnLimitConfig) Validate() error {
 // and a QUIC or other server can call Acquire and Release itself. Safe for
 // concurrent use.
 type ConnLimiter struct {
-	cfg     ConnLimitConfig
-	mu      sync.Mutex
-	total   int
+	mu    sync.Mutex
+	cfg   ConnLimitConfig
+	total int
+	// per counts every client's connections, whatever the limits, so
+	// that SetLimits can turn the per-client limit on at any time.
 	per     map[ClientKey]int
 	metrics *connLimitMetrics
 }
@@ -63,13 +65,11 @@ func (c *ConnLimiter) Acquire(k ClientKey) bool {
 		c.metrics.rejected[0].Inc()
 		return false
 	}
-	if c.cfg.MaxConnsPerClient > 0 {
-		if c.per[k] >= c.cfg.MaxConnsPerClient {
-			c.metrics.rejected[1].Inc()
-			return false
-		}
-		c.per[k]++
+	if c.cfg.MaxConnsPerClient > 0 && c.per[k] >= c.cfg.MaxConnsPerClient {
+		c.metrics.rejected[1].Inc()
+		return false
 	}
+	c.per[k]++
 	c.total++
 	return true
 }
@@ -79,13 +79,24 @@ func (c *ConnLimiter) Release(k ClientKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.total--
-	if c.cfg.MaxConnsPerClient > 0 {
-		if n := c.per[k] - 1; n > 0 {
-			c.per[k] = n
-		} else {
-			delete(c.per, k) // the map holds only clients with connections
-		}
+	if n := c.per[k] - 1; n > 0 {
+		c.per[k] = n
+	} else {
+		delete(c.per, k) // the map holds only clients with connections
 	}
+}
+
+// SetLimits replaces the limits. Connections already open stay open even
+// if they are now over a limit; new ones are counted against the new
+// limits. Safe for concurrent use.
+func (c *ConnLimiter) SetLimits(cfg ConnLimitConfig) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.cfg = cfg
+	c.mu.Unlock()
+	return nil
 }
 
 // Open is the number of connections counted.

@@ -65,7 +65,14 @@
 // PeerServer.Shutdown refuses new connections, sends GOAWAY, lets requests
 // in flight finish until its context expires, then closes all connections
 // in both directions and the socket, and returns only after every
-// goroutine it started has returned.
+// goroutine it started has returned. PeerServer.Drain does the first half
+// alone (inbound connections only), so that a node shutting down keeps
+// forwarding through its client what its ingress already accepted.
+//
+// The abuse protections (RateLimiter, Guard, ConnLimiter, Admission) and
+// the HealthChecker take new settings while they run (SetRate, SetLimits,
+// SetConfig, Reconfigure: an agent's SIGHUP); what is under way keeps the
+// settings it started with.
 //
 // # Concurrency
 //

@@ -49,26 +49,40 @@ type GuardDeps struct {
 // on headers, connections and the other timeouts belong to the server and
 // listener (http.Server, ConnLimiter).
 type Guard struct {
-	cfg     GuardConfig
+	limits  atomic.Pointer[guardLimits]
 	lim     *RateLimiter
 	key     func(*http.Request) ClientKey
 	next    http.Handler
 	metrics *guardMetrics
-	tooBig  string // the 413 message
+}
+
+// guardLimits are a Guard's current limits.
+type guardLimits struct {
+	cfg    GuardConfig
+	tooBig string // the 413 message
 }
 
 // NewGuard returns a Guard in front of next.
 func NewGuard(cfg GuardConfig, deps GuardDeps, next http.Handler) *Guard {
-	g := &Guard{cfg: cfg, lim: deps.Limiter, key: deps.Key, next: next, metrics: newGuardMetrics(deps.Registerer)}
+	g := &Guard{lim: deps.Limiter, key: deps.Key, next: next, metrics: newGuardMetrics(deps.Registerer)}
 	if g.key == nil {
 		g.key = ClientIPKey
 	}
-	g.tooBig = "loadmesh: request body larger than " + strconv.FormatInt(cfg.MaxBodyBytes, 10) + " bytes"
+	g.SetLimits(cfg)
 	return g
+}
+
+// SetLimits replaces the body limits; requests that arrive from now on get
+// them. Safe for concurrent use.
+func (g *Guard) SetLimits(cfg GuardConfig) {
+	g.limits.Store(&guardLimits{cfg: cfg,
+		tooBig: "loadmesh: request body larger than " + strconv.FormatInt(cfg.MaxBodyBytes, 10) + " bytes"})
 }
 
 // ServeHTTP implements http.Handler.
 func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	lims := g.limits.Load()
+	cfg := &lims.cfg
 	if g.lim != nil {
 		if ok, wait := g.lim.Allow(g.key(r)); !ok {
 			secs := strconv.FormatInt(int64(max(1, math.Ceil(wait.Seconds()))), 10)
@@ -77,22 +91,22 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if r.Body != nil && r.Body != http.NoBody && (g.cfg.MaxBodyBytes > 0 || g.cfg.BodyTimeout > 0) {
-		if g.cfg.MaxBodyBytes > 0 && r.ContentLength > g.cfg.MaxBodyBytes {
+	if r.Body != nil && r.Body != http.NoBody && (cfg.MaxBodyBytes > 0 || cfg.BodyTimeout > 0) {
+		if cfg.MaxBodyBytes > 0 && r.ContentLength > cfg.MaxBodyBytes {
 			g.metrics.tooLarge.Inc()
 			w.Header().Set("Connection", "close")
-			writePlain(w, http.StatusRequestEntityTooLarge, g.tooBig)
+			writePlain(w, http.StatusRequestEntityTooLarge, lims.tooBig)
 			return
 		}
 		gb := &guardedBody{rc: r.Body, metrics: g.metrics}
-		if g.cfg.MaxBodyBytes > 0 {
+		if cfg.MaxBodyBytes > 0 {
 			// MaxBytesReader also makes the server close the connection
 			// after answering, rather than read the rest of the body.
-			gb.rc = http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)
+			gb.rc = http.MaxBytesReader(w, r.Body, cfg.MaxBodyBytes)
 		}
-		if g.cfg.BodyTimeout > 0 {
+		if cfg.BodyTimeout > 0 {
 			ctl := http.NewResponseController(w)
-			deadline := time.Now().Add(g.cfg.BodyTimeout)
+			deadline := time.Now().Add(cfg.BodyTimeout)
 			if ctl.SetReadDeadline(deadline) == nil {
 				gb.ctl, gb.deadline = ctl, deadline
 			}

@@ -53,7 +53,9 @@ func (c HealthConfig) Validate() error {
 // HealthChecker actively checks the local backend. The backend starts
 // healthy (so a node serves as soon as it starts) until Fall checks fail.
 type HealthChecker struct {
-	cfg      HealthConfig
+	cfg HealthConfig // URL; the rest is in live
+	// live holds the settings in force (Reconfigure).
+	live     atomic.Pointer[HealthConfig]
 	client   *http.Client
 	log      *slog.Logger
 	onChange func(healthy bool)
@@ -63,6 +65,8 @@ type HealthChecker struct {
 	passes, fails int
 
 	stop chan struct{}
+	// wake tells the loop that the settings changed (buffered 1).
+	wake chan struct{}
 	wg   sync.WaitGroup
 	once sync.Once
 }
@@ -77,14 +81,33 @@ func NewHealthChecker(cfg HealthConfig, log *slog.Logger, onChange func(healthy 
 		log = slog.New(slog.DiscardHandler)
 	}
 	h := &HealthChecker{
-		cfg:      cfg,
-		client:   &http.Client{Timeout: cfg.Timeout, Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}},
+		cfg: cfg,
+		// Each check's context carries its timeout (live.Timeout).
+		client:   &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}},
 		log:      log.With("component", "transport"),
 		onChange: onChange,
 		stop:     make(chan struct{}),
+		wake:     make(chan struct{}, 1),
 	}
+	h.live.Store(&cfg)
 	h.healthy.Store(true)
 	return h, nil
+}
+
+// Reconfigure replaces the interval, timeout, rise and fall; the URL
+// stays. The next check comes one new interval from now; a check under
+// way keeps its timeout. Safe for concurrent use.
+func (h *HealthChecker) Reconfigure(cfg HealthConfig) error {
+	cfg.URL = h.cfg.URL
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	h.live.Store(&cfg)
+	select {
+	case h.wake <- struct{}{}:
+	default:
+	}
+	return nil
 }
 
 // Healthy reports the backend's current health.
@@ -95,14 +118,23 @@ func (h *HealthChecker) Start() {
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
-		t := time.NewTicker(h.cfg.Interval)
+		interval := h.live.Load().Interval
+		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
 			h.check()
-			select {
-			case <-h.stop:
-				return
-			case <-t.C:
+			for waiting := true; waiting; {
+				select {
+				case <-h.stop:
+					return
+				case <-t.C:
+					waiting = false
+				case <-h.wake:
+					if cur := h.live.Load().Interval; cur != interval {
+						interval = cur
+						t.Reset(interval)
+					}
+				}
 			}
 		}
 	}()
@@ -116,7 +148,8 @@ func (h *HealthChecker) Shutdown() {
 }
 
 func (h *HealthChecker) check() {
-	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
+	cfg := h.live.Load()
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 	defer cancel()
 	go func() {
 		select {
@@ -133,10 +166,10 @@ func (h *HealthChecker) check() {
 	}
 	was := h.healthy.Load()
 	switch {
-	case was && h.fails >= h.cfg.Fall:
+	case was && h.fails >= cfg.Fall:
 		h.healthy.Store(false)
 		h.log.Warn("backend is unhealthy", "url", h.cfg.URL, "error", err, "failures", h.fails)
-	case !was && h.passes >= h.cfg.Rise:
+	case !was && h.passes >= cfg.Rise:
 		h.healthy.Store(true)
 		h.log.Info("backend is healthy again", "url", h.cfg.URL)
 	default:

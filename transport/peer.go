@@ -193,6 +193,8 @@ type PeerServer struct {
 
 	shutdownOnce sync.Once
 	shutdownErr  error
+	drainOnce    sync.Once
+	drainErr     error
 }
 
 // NewPeerServer validates cfg and deps and returns a PeerServer that is
@@ -337,9 +339,8 @@ func (s *PeerServer) shutdown(ctx context.Context) error {
 	s.logger.Info("peer channel shutting down", "addr", s.udp.LocalAddr().String())
 
 	var errs []error
-	s.draining.Store(true)
-	if err := s.h3.Shutdown(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("drain peer connections: %w", err))
+	if err := s.Drain(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	if err := s.ln.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close listener: %w", err))
@@ -361,6 +362,30 @@ func (s *PeerServer) shutdown(ctx context.Context) error {
 		return fmt.Errorf("shutdown peer server: %w", err)
 	}
 	return nil
+}
+
+// Drain stops taking requests from peers and waits until those under way
+// have finished or ctx ends: new connections are refused at once (so
+// peers fail over instead of timing out), and peers are told to send no
+// new requests on their connections (HTTP/3 GOAWAY); when ctx ends first,
+// the remaining inbound connections are closed. The client side keeps
+// working, so requests this node forwards to peers are not disturbed.
+// Shutdown drains first. Idempotent: later calls return the first call's
+// result.
+func (s *PeerServer) Drain(ctx context.Context) error {
+	s.drainOnce.Do(func() {
+		s.mu.Lock()
+		started := s.started
+		s.mu.Unlock()
+		if !started {
+			return
+		}
+		s.draining.Store(true)
+		if err := s.h3.Shutdown(ctx); err != nil {
+			s.drainErr = fmt.Errorf("drain peer connections: %w", err)
+		}
+	})
+	return s.drainErr
 }
 
 // acceptLoop accepts connections until the listener is closed. Each

@@ -230,8 +230,10 @@ func (c *RateLimitConfig) setDefaults() {
 // shards. Tick must not run concurrently with itself; it is meant for one
 // owner loop. Merge and SetClusterSize are safe for concurrent use.
 type RateLimiter struct {
-	cfg     RateLimitConfig
-	limit   float64
+	cfg RateLimitConfig
+	// setting is the current rate and burst (SetRate); cfg.Rate and
+	// cfg.Burst are only the first ones.
+	setting atomic.Pointer[rateSetting]
 	seed    maphash.Seed
 	shards  [rlShards]rlShard
 	keys    atomic.Int64
@@ -248,6 +250,12 @@ type RateLimiter struct {
 	lastTick time.Time
 	lastSent int       // keys in the last report; Tick's
 	scratch  []float64 // Tick's
+}
+
+// rateSetting is a RateLimiter's allowance per key.
+type rateSetting struct {
+	rate  float64
+	burst int
 }
 
 // rlShards is the number of independently locked parts of the key table.
@@ -292,7 +300,6 @@ func NewRateLimiter(cfg RateLimitConfig, deps RateLimitDeps) (*RateLimiter, erro
 	cfg.setDefaults()
 	l := &RateLimiter{
 		cfg:    cfg,
-		limit:  cfg.Rate,
 		seed:   maphash.MakeSeed(),
 		remote: map[string]remoteReport{},
 		now:    deps.Now,
@@ -300,6 +307,7 @@ func NewRateLimiter(cfg RateLimitConfig, deps RateLimitDeps) (*RateLimiter, erro
 	if l.now == nil {
 		l.now = time.Now
 	}
+	l.setting.Store(&rateSetting{rate: cfg.Rate, burst: cfg.Burst})
 	for i := range l.shards {
 		l.shards[i].m = map[ClientKey]*bucket{}
 	}
@@ -308,7 +316,21 @@ func NewRateLimiter(cfg RateLimitConfig, deps RateLimitDeps) (*RateLimiter, erro
 }
 
 // Rate is the configured allowance per key, in events per second.
-func (l *RateLimiter) Rate() float64 { return l.limit }
+func (l *RateLimiter) Rate() float64 { return l.setting.Load().rate }
+
+// SetRate replaces the allowance per key (burst 0: rate rounded up). New
+// keys get it at once, keys already tracked at the next Tick. Safe for
+// concurrent use.
+func (l *RateLimiter) SetRate(rate float64, burst int) error {
+	c := l.cfg
+	c.Rate, c.Burst = rate, burst
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	c.setDefaults()
+	l.setting.Store(&rateSetting{rate: c.Rate, burst: c.Burst})
+	return nil
+}
 
 // Keys is the number of keys tracked.
 func (l *RateLimiter) Keys() int { return int(l.keys.Load()) }
@@ -366,15 +388,16 @@ func (l *RateLimiter) bucket(k ClientKey, now time.Time) *bucket {
 		l.evictOne(s)
 	}
 	hash := k.clusterHash()
-	limit, burst := l.limit, l.cfg.Burst
+	st := l.setting.Load()
+	limit, burst := st.rate, st.burst
 	shared := false
 	if p := l.others.Load(); p != nil {
 		if others := (*p)[hash]; len(others) > 0 {
 			// Other nodes use this key already: start from what they
 			// leave (this node's own demand is not known yet).
 			var buf [16]float64
-			limit, burst = l.share(0, others, buf[:0])
-			shared = limit < l.limit
+			limit, burst = l.share(st, 0, others, buf[:0])
+			shared = limit < st.rate
 		}
 	}
 	b = &bucket{lim: rate.NewLimiter(rate.Limit(limit), burst), hash: hash}
@@ -414,8 +437,8 @@ func (l *RateLimiter) SetClusterSize(n int) { l.nodes.Store(int64(max(n, 1))) }
 // share returns this node's rate and burst for a key it demands own of
 // (events per second) while the other nodes demand others. buf is scratch
 // space.
-func (l *RateLimiter) share(own float64, others, buf []float64) (float64, int) {
-	L := l.limit
+func (l *RateLimiter) share(st *rateSetting, own float64, others, buf []float64) (float64, int) {
+	L := st.rate
 	all := append(append(buf[:0], others...), own)
 	slices.Sort(all)
 	level := math.Inf(1)
@@ -435,7 +458,7 @@ func (l *RateLimiter) share(own float64, others, buf []float64) (float64, int) {
 	// its own demand yet) from locking it out entirely.
 	floor := L / float64(4*(len(others)+1))
 	r := max(L-used, floor)
-	burst := max(1, int(math.Round(float64(l.cfg.Burst)*r/L)))
+	burst := max(1, int(math.Round(float64(st.burst)*r/L)))
 	return r, burst
 }
 
@@ -458,7 +481,8 @@ func (l *RateLimiter) Tick() []byte {
 		l.others.Store(&others)
 	}
 	nodes := max(int(l.nodes.Load()), reporters+1)
-	threshold := l.limit / float64(8*nodes)
+	st := l.setting.Load()
+	threshold := st.rate / float64(8*nodes)
 	idleAfter := int64(2 * l.cfg.Period)
 	var heavy []ReportKey
 	for i := range l.shards {
@@ -477,15 +501,15 @@ func (l *RateLimiter) Tick() []byte {
 				l.keys.Add(-1)
 				continue
 			}
-			limit, burst := l.limit, l.cfg.Burst
+			limit, burst := st.rate, st.burst
 			if len(theirs) > 0 {
-				limit, burst = l.share(b.demand, theirs, l.scratch)
+				limit, burst = l.share(st, b.demand, theirs, l.scratch)
 			}
-			if cur := float64(b.lim.Limit()); math.Abs(cur-limit) > 0.005*l.limit || b.lim.Burst() != burst {
+			if cur := float64(b.lim.Limit()); math.Abs(cur-limit) > 0.005*st.rate || b.lim.Burst() != burst {
 				b.lim.SetLimitAt(now, rate.Limit(limit))
 				b.lim.SetBurstAt(now, burst)
 			}
-			b.shared.Store(limit < l.limit)
+			b.shared.Store(limit < st.rate)
 			if l.cfg.Cluster && b.demand >= threshold && b.demand > 0 {
 				heavy = append(heavy, ReportKey{Hash: b.hash, Rate: b.demand})
 			}

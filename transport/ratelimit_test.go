@@ -268,7 +268,7 @@ func TestShareWaterFilling(t *testing.T) {
 		{"everyone under the limit", 20, []float64{20, 20}, 50},
 		{"new here, others use it all", 0, []float64{100, 100}, 90.0 / 12}, // the floor
 	} {
-		got, burst := l.share(tc.own, tc.others, nil)
+		got, burst := l.share(l.setting.Load(), tc.own, tc.others, nil)
 		if math.Abs(got-tc.want) > 1e-6 {
 			t.Errorf("%s: share %v, want %v", tc.name, got, tc.want)
 		}

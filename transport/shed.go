@@ -98,6 +98,34 @@ func NewAdmission(cfg AdmissionConfig, reg prometheus.Registerer) (*Admission, e
 	return &Admission{cfg: cfg, metrics: newShedMetrics(reg)}, nil
 }
 
+// SetConfig replaces the limits (zero Target and Interval take the
+// defaults). Requests in flight keep their slots; a higher MaxInflight
+// admits waiting requests at once. Safe for concurrent use.
+func (a *Admission) SetConfig(cfg AdmissionConfig) error {
+	if cfg.Target == 0 {
+		cfg.Target = 5 * time.Millisecond
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = 100 * time.Millisecond
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.cfg = cfg
+	for a.inflight < a.cfg.MaxInflight && len(a.waiters) > 0 {
+		w := a.waiters[0]
+		a.waiters = slices.Delete(a.waiters, 0, 1)
+		w.granted = true
+		close(w.ready)
+		a.inflight++
+		a.metrics.queued.Dec()
+		a.metrics.inflight.Inc()
+	}
+	return nil
+}
+
 // Acquire takes a slot, waiting in the queue if needed. It returns ErrShed
 // when the request is shed, or ctx's error when ctx ends first. After a
 // nil error, call release exactly once when the request is over.

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/loadmesh/loadmesh/cluster"
 	"github.com/loadmesh/loadmesh/cmd/loadmesh/agent"
 	"github.com/loadmesh/loadmesh/scheduler"
 )
@@ -30,23 +33,14 @@ which wins over the file.`,
       --join 10.0.0.1,10.0.0.2 --backend http://127.0.0.1:9000`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			set, err := applySources(cmd.Flags(), configFile, map[string]bool{"config": true, "help": true})
+			src := &agentSources{fs: cmd.Flags(), cfg: &cfg, configFile: &configFile, logLevel: &logLevel, logFormat: &logFormat}
+			// From here cfg is the resolved configuration; the flags stay
+			// bound to the outer one, which src reads again on SIGHUP.
+			cfg, err := src.load()
 			if err != nil {
 				return err
 			}
-			if cfg.Name == "" {
-				if cfg.Name, err = os.Hostname(); err != nil {
-					return fmt.Errorf("--name not set and hostname unknown: %w", err)
-				}
-			}
-			if cfg.Dev {
-				for flag, addr := range agent.DevAddresses {
-					if !set[flag] {
-						setDevAddr(&cfg, flag, addr)
-					}
-				}
-			}
-			log, err := newLogger(cmd.ErrOrStderr(), logLevel, logFormat)
+			log, level, err := newLeveledLogger(cmd.ErrOrStderr(), logLevel, logFormat)
 			if err != nil {
 				return err
 			}
@@ -56,14 +50,30 @@ which wins over the file.`,
 				if cfg.BootstrapToken, err = agent.NewToken(); err != nil {
 					return err
 				}
+				src.devToken = cfg.BootstrapToken
 			}
 			a, err := agent.New(cfg, agent.Deps{Logger: log, Version: version, BootstrapOut: cmd.ErrOrStderr()})
 			if err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			// SIGHUP is caught from the start (its default would end the
+			// process); a reload waits until the agent runs.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			term := make(chan os.Signal, 2)
+			signal.Notify(term, os.Interrupt, syscall.SIGTERM)
+			defer signal.Stop(term)
+			startCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			go func() {
+				// A stop signal during start-up ends it.
+				select {
+				case s := <-term:
+					cancel()
+					term <- s // for the loop below, should Start succeed
+				case <-startCtx.Done():
+				}
+			}()
 			err = a.Start(startCtx)
 			cancel()
 			if err != nil {
@@ -79,15 +89,22 @@ loadmesh dev agent %q is running (a throwaway node; its data is deleted on exit)
 Press Ctrl-C to stop.
 `, cfg.Name, a.HTTPAddr(), a.APIAddr(), a.APIAddr(), a.APIAddr(), cfg.BootstrapToken)
 			}
-			<-ctx.Done()
-			stop()
-			log.Info("signal received; leaving the cluster")
-			shutCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if err := a.Shutdown(shutCtx); err != nil {
-				log.Warn("shutdown was not clean", "error", err)
+			r := &reloader{src: src, a: a, log: log, level: level, format: logFormat}
+			var sig os.Signal
+			for sig == nil {
+				select {
+				case sig = <-term:
+				case <-hup:
+					r.reload()
+				case err := <-a.Failed():
+					a.Kill()
+					if errors.Is(err, cluster.ErrForeignCluster) {
+						err = fmt.Errorf("%w (--data-dir %s)", err, cfg.DataDir)
+					}
+					return err
+				}
 			}
-			return nil
+			return shutdownAgent(a, log, cfg, sig, term, hup)
 		},
 	}
 	f := cmd.Flags()
@@ -133,7 +150,8 @@ Press Ctrl-C to stop.
 	f.IntVar(&cfg.HealthRise, "health-rise", cfg.HealthRise, "consecutive passes that make the backend healthy")
 	f.IntVar(&cfg.HealthFall, "health-fall", cfg.HealthFall, "consecutive failures that make the backend unhealthy")
 	f.DurationVar(&cfg.LoadInterval, "load-interval", cfg.LoadInterval, "how often this node gossips its load summary")
-	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "longest wait for a draining node's in-flight requests")
+	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "longest wait for a draining node's in-flight requests (also when shutting down)")
+	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", cfg.ShutdownGrace, "on SIGTERM, keep accepting this long after announcing the departure, for clients and peers that picked this node before they heard")
 	f.Float64Var(&cfg.RateLimit, "rate-limit", 0, "requests per second allowed per client key (0: no rate limit); over it: 429 with Retry-After")
 	f.IntVar(&cfg.RateBurst, "rate-burst", 0, "requests a client key may send at once (default: --rate-limit rounded up)")
 	f.StringVar(&cfg.RateLimitKey, "rate-limit-key", cfg.RateLimitKey, "client key: ip, or header:NAME (requests without the header count by IP)")
@@ -153,6 +171,42 @@ Press Ctrl-C to stop.
 	f.StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	return cmd
+}
+
+// shutdownAgent stops the agent gracefully after the first SIGTERM or
+// SIGINT; a second one stops it at once. It exits 0 after a graceful
+// stop, even one that was not entirely clean (logged), and 1 after a
+// forced one.
+func shutdownAgent(a *agent.Agent, log *slog.Logger, cfg agent.Config, sig os.Signal, term, hup <-chan os.Signal) error {
+	grace := a.ShutdownGrace()
+	log.Info("signal received: shutting down gracefully (send it again to stop at once)", "signal", sig.String(),
+		"shutdown_grace", grace, "drain_timeout", cfg.DrainTimeout)
+	// A fixed overall bound, so that a stuck step cannot hold the process.
+	ctx, cancel := context.WithTimeout(context.Background(), grace+cfg.DrainTimeout+30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.Shutdown(ctx) }()
+	forced := false
+	for {
+		select {
+		case err := <-done:
+			if forced {
+				return &exitError{code: 1, err: errors.New("stopped at once by a second signal; requests still in flight were cut")}
+			}
+			if err != nil {
+				log.Warn("shutdown was not clean", "error", oneLine(err))
+			}
+			return nil
+		case s := <-term:
+			if !forced {
+				forced = true
+				log.Warn("second signal: stopping at once", "signal", s.String())
+				cancel()
+			}
+		case <-hup:
+			log.Info("reload ignored: shutting down")
+		}
+	}
 }
 
 func setDevAddr(cfg *agent.Config, flag, addr string) {

@@ -900,6 +900,9 @@ func TestBadInput(t *testing.T) {
 		want []string
 		// code is the exit code wanted; 0 means any non-zero code.
 		code int
+		// logs: the agent starts, and logs, before it finds the problem;
+		// only the last line of stderr is checked.
+		logs bool
 	}{
 		{
 			name: "unknown flag",
@@ -975,6 +978,53 @@ func TestBadInput(t *testing.T) {
 			name: "certificate of another node",
 			args: func(t *testing.T, a *agentNode) []string { a.tls = nodeTLS(t, "someone-else"); return a.args() },
 			want: []string{"someone-else"},
+		},
+		{
+			name: "gossip key missing while the cluster uses one",
+			args: func(t *testing.T, a *agentNode) []string {
+				seed := startAgent(t, "seed", func(s *agentNode) { s.env = []string{"LOADMESH_ENCRYPT=" + e2eGossipKey} })
+				return append(a.args(), "--join", seed.gossip)
+			},
+			want: []string{"gossip", "encrypt", "no key", "--encrypt"},
+			logs: true,
+		},
+		{
+			name: "gossip key set while the cluster uses none",
+			args: func(t *testing.T, a *agentNode) []string {
+				seed := startAgent(t, "seed", nil)
+				return append(a.args(), "--join", seed.gossip, "--encrypt", e2eGossipKey)
+			},
+			want: []string{"--encrypt is set", "do not encrypt gossip"},
+			logs: true,
+		},
+		{
+			name: "data dir of another cluster",
+			args: func(t *testing.T, a *agentNode) []string {
+				// a's data dir gets a cluster of its own, then a joins
+				// another one with it.
+				first := startAgent(t, "bad", func(first *agentNode) { first.dataDir = a.dataDir })
+				retry.Run(t, func(r *retry.R) { r.Check(httpOK("http://" + first.api + "/readyz")) })
+				if !first.proc.stop() || first.proc.cmd.ProcessState.ExitCode() != 0 {
+					t.Fatalf("agent bad: %s after SIGTERM, want exit status 0", first.proc.cmd.ProcessState)
+				}
+				seed := startAgent(t, "seed", nil)
+				retry.Run(t, func(r *retry.R) { r.Check(httpOK("http://" + seed.api + "/readyz")) })
+				return append(a.args(), "--join", seed.gossip)
+			},
+			want: []string{"another cluster", "empty --data-dir", "--join"},
+			logs: true,
+		},
+		{
+			name: "dev node told to join others",
+			args: func(t *testing.T, a *agentNode) []string {
+				return []string{"agent", "--dev", "--join", "127.0.0.1:7946", "--http", a.http, "--api", a.api}
+			},
+			want: []string{"--dev", "throwaway CA", "--join"},
+		},
+		{
+			name: "negative shutdown grace",
+			args: func(t *testing.T, a *agentNode) []string { return append(a.args(), "--shutdown-grace", "-1s") },
+			want: []string{"--shutdown-grace", "-1s"},
 		},
 		{
 			name: "capacity zero",
@@ -1073,6 +1123,9 @@ func TestBadInput(t *testing.T) {
 				t.Errorf("exit status %d, want %d", res.code, tt.code)
 			}
 			msg := strings.TrimRight(res.stderr, "\n")
+			if tt.logs {
+				msg = msg[strings.LastIndexByte(msg, '\n')+1:]
+			}
 			if msg == "" || strings.Contains(msg, "\n") {
 				t.Fatalf("stderr is not one line:\n%s", res.stderr)
 			}
@@ -1092,6 +1145,9 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 }
+
+// e2eGossipKey is a gossip encryption key (--encrypt) for tests.
+const e2eGossipKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 
 // writeFile writes content to a new file and returns its path.
 func writeFile(t *testing.T, content string) string {

@@ -87,6 +87,14 @@ type Agent struct {
 	h3Srv       *http3.Server
 	h3Conn      net.PacketConn
 	apiSrv      *http.Server
+	// draining is set once a graceful shutdown begins (lifecycle.go).
+	draining atomic.Bool
+	// live is the configuration Reload last applied (a.cfg stays the one
+	// the agent started with); ingressCert the ingress's TLS certificate
+	// (reload.go).
+	live        atomic.Pointer[Config]
+	ingressCert atomic.Pointer[tls.Certificate]
+	reloadMu    sync.Mutex
 
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -104,6 +112,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		deps.Registry = prometheus.NewRegistry()
 	}
 	a := &Agent{cfg: cfg, deps: deps, log: deps.Logger.With("node", cfg.Name), reg: deps.Registry}
+	a.live.Store(&cfg)
 	a.autoscaler = &autoscalerHook{a: a}
 	a.sec = newSecurity(a)
 	return a, nil
@@ -298,10 +307,12 @@ func (a *Agent) serve(srv *http.Server, ln net.Listener) {
 	}()
 }
 
-// Shutdown stops the node gracefully: the ingress stops taking requests
-// and finishes those in flight, the node leaves the cluster (handing over
-// leadership first), then Raft and the stores close. It waits for every
-// goroutine until ctx ends. Idempotent.
+// Shutdown stops the node gracefully (lifecycle.go): it announces that it
+// leaves, keeps accepting for --shutdown-grace, stops accepting and
+// finishes the requests in flight (at most --drain-timeout), hands over
+// leadership if it leads, leaves the cluster, then Raft and the stores
+// close. When ctx ends, every remaining step is cut short: the node stops
+// at once. It waits for every goroutine. Idempotent.
 func (a *Agent) Shutdown(ctx context.Context) error { return a.stop(ctx, true) }
 
 // Kill stops the node abruptly without telling the cluster, as a crash
@@ -311,34 +322,14 @@ func (a *Agent) Kill() error { return a.stop(context.Background(), false) }
 func (a *Agent) stop(ctx context.Context, graceful bool) error {
 	var err error
 	a.stopOnce.Do(func() {
+		start := time.Now()
 		var errs []error
-		if graceful && a.httpSrv != nil {
-			if e := a.httpSrv.Shutdown(ctx); e != nil {
-				errs = append(errs, fmt.Errorf("drain ingress: %w", e))
-			}
-		}
-		if graceful && a.h3Srv != nil {
-			if e := a.h3Srv.Shutdown(ctx); e != nil {
-				errs = append(errs, fmt.Errorf("drain http/3 ingress: %w", e))
-			}
-		}
-		// No more load updates: one after leaving would announce the
-		// node alive again.
-		a.stopPublisher()
-		if graceful && a.cluster != nil {
-			if e := a.cluster.Leave(ctx); e != nil {
-				errs = append(errs, e)
-			}
-		}
-		if graceful && a.peer != nil {
-			// Peers have seen us leave; finish what they already sent.
-			if e := a.peer.Shutdown(ctx); e != nil {
-				errs = append(errs, fmt.Errorf("drain peer channel: %w", e))
-			}
+		if graceful {
+			errs = a.drainAndLeave(ctx)
 		}
 		errs = append(errs, a.close(graceful))
 		err = errors.Join(errs...)
-		a.log.Info("agent stopped", "graceful", graceful)
+		a.log.Info("agent stopped", "graceful", graceful, "duration", time.Since(start).Round(time.Millisecond))
 	})
 	return err
 }

@@ -128,6 +128,8 @@ func (a *Agent) apiHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		switch {
+		case a.draining.Load():
+			writeText(w, http.StatusServiceUnavailable, "not ready: shutting down (draining)")
 		case !a.cluster.Joined():
 			writeText(w, http.StatusServiceUnavailable, "not ready: not joined to a cluster yet")
 		case a.cluster.Leader() == "":

@@ -91,8 +91,13 @@ type Config struct {
 	// 10s; 100ms to 1m; 0 means the default. Not a flag: tests shorten it.
 	SeriesInterval time.Duration `yaml:"-"`
 	// DrainTimeout bounds how long a draining node may take to finish its
-	// in-flight requests before the leader moves it on.
+	// in-flight requests before the leader moves it on, and how long a
+	// node shutting down waits for its own.
 	DrainTimeout time.Duration `yaml:"drain-timeout"`
+	// ShutdownGrace is how long a node shutting down keeps accepting new
+	// connections after announcing that it leaves, so that peers and
+	// clients that picked it before they heard are still served.
+	ShutdownGrace time.Duration `yaml:"shutdown-grace"`
 
 	// Abuse protection at the ingress (limits.go). RateLimit is the
 	// requests per second allowed per client key, 0 for none; RateBurst
@@ -159,6 +164,7 @@ func DefaultConfig() Config {
 		LoadInterval:   250 * time.Millisecond,
 		SeriesInterval: 10 * time.Second,
 		DrainTimeout:   30 * time.Second,
+		ShutdownGrace:  2 * time.Second,
 
 		RateLimitKey:     "ip",
 		RateLimitScope:   "cluster",
@@ -272,6 +278,12 @@ func (c Config) Validate() error {
 	}
 	if c.DrainTimeout <= 0 {
 		add("--drain-timeout %s must be positive", c.DrainTimeout)
+	}
+	if c.ShutdownGrace < 0 || c.ShutdownGrace > 5*time.Minute {
+		add("--shutdown-grace %s is outside 0..5m", c.ShutdownGrace)
+	}
+	if c.Dev && c.TLSCA == "" && (len(c.Join) > 0 || c.BootstrapExpect > 1) {
+		add("--dev without --tls-* files uses a throwaway CA, so no other agent can join it: drop --join and --bootstrap-expect, or pass the cluster's --tls-ca, --tls-cert and --tls-key")
 	}
 	if c.PeerTimeout < time.Second || c.PeerTimeout > 10*time.Minute {
 		add("--peer-timeout %s is outside 1s..10m", c.PeerTimeout)

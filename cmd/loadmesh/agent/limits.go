@@ -32,6 +32,7 @@ type limits struct {
 	cluster   bool
 	conns     *transport.ConnLimiter
 	admission *transport.Admission // nil without a backend
+	guard     *transport.Guard     // set by ingressHandler
 	// reports carries other nodes' rate limit reports from the gossip
 	// callback to the loop; full means dropped (the next period resends).
 	reports chan rateReport
@@ -108,16 +109,7 @@ func (a *Agent) setupLimits() error {
 		return err
 	}
 	if a.local != nil {
-		inflight := a.cfg.MaxInflight
-		if inflight == 0 {
-			// The scheduler already keeps this node's own picks within
-			// --capacity; the hard ceiling leaves room for what peers
-			// forward, so that only real overload queues and sheds.
-			inflight = 2 * a.cfg.Capacity
-		}
-		if l.admission, err = transport.NewAdmission(transport.AdmissionConfig{
-			MaxInflight: inflight, MaxQueue: a.cfg.MaxQueue, Target: a.cfg.QueueTarget, Interval: a.cfg.QueueInterval,
-		}, a.reg); err != nil {
+		if l.admission, err = transport.NewAdmission(a.admissionConfig(a.cfg), a.reg); err != nil {
 			return err
 		}
 	}
@@ -136,9 +128,10 @@ func (a *Agent) admittedLocal() http.Handler {
 
 // ingressHandler puts the Guard in front of the client ingress.
 func (a *Agent) ingressHandler(next http.Handler) http.Handler {
-	return transport.NewGuard(transport.GuardConfig{
+	a.limits.guard = transport.NewGuard(transport.GuardConfig{
 		MaxBodyBytes: a.cfg.MaxBodyBytes, BodyTimeout: a.cfg.ReadTimeout,
 	}, transport.GuardDeps{Limiter: a.limits.rate, Key: a.limits.key, Registerer: a.reg}, next)
+	return a.limits.guard
 }
 
 // limitListener applies the connection limits to the TCP ingress.

@@ -103,8 +103,14 @@ func (v *peerView) refresh(c *cluster.Cluster, plan *store.FSM) {
 				v.log.Debug("ignoring unreadable load summary", "peer", m.Name, "error", err)
 			}
 		}
+		st := state(m.Name)
+		if m.Leaving {
+			// It is shutting down: it finishes what it has (its peer
+			// connection stays open) but gets nothing new.
+			st = scheduler.StateDraining
+		}
 		peers = append(peers, scheduler.Peer{
-			Name: m.Name, Zone: m.Zone, Addr: m.Addresses.Peer, State: state(m.Name), Serving: m.Serving,
+			Name: m.Name, Zone: m.Zone, Addr: m.Addresses.Peer, State: st, Serving: m.Serving,
 		})
 	}
 	v.loads.Annotate(peers)

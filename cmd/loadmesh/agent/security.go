@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,9 +31,11 @@ type security struct {
 	now func() time.Time
 
 	// caCerts are the cluster CA certificates from --tls-ca (none with an
-	// injected or --dev identity); apiCert is the API's --api-tls-cert.
+	// injected or --dev identity); apiCert is the API's --api-tls-cert
+	// and apiPair its key pair, both replaced by a reload.
 	caCerts []*x509.Certificate
-	apiCert *x509.Certificate
+	apiCert atomic.Pointer[x509.Certificate]
+	apiPair atomic.Pointer[tls.Certificate]
 	// forward carries writes to the leader's API; nil means the default
 	// transport (plain HTTP).
 	forward http.RoundTripper
@@ -74,8 +77,10 @@ func (s *security) start() error {
 		if err != nil {
 			return fmt.Errorf("api tls: %w", err)
 		}
-		s.apiCert = pair.Leaf
-		a.apiLn = tls.NewListener(a.apiLn, &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}})
+		s.apiCert.Store(pair.Leaf)
+		s.apiPair.Store(&pair)
+		a.apiLn = tls.NewListener(a.apiLn, &tls.Config{MinVersion: tls.VersionTLS12,
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.apiPair.Load(), nil }})
 		// Writes carried to the leader go over HTTPS too, verified with
 		// the system roots, the cluster CA and, for a self-signed API
 		// certificate, that certificate.
@@ -116,7 +121,7 @@ func (s *security) stop() {
 // apiScheme is how this cluster's APIs are reached: nodes are expected to
 // agree on --api-tls-*.
 func (s *security) apiScheme() string {
-	if s.apiCert != nil {
+	if s.apiCert.Load() != nil {
 		return "https"
 	}
 	return "http"
@@ -178,8 +183,8 @@ func (s *security) certs() []namedCert {
 	if ca != nil {
 		out = append(out, namedCert{"ca", ca})
 	}
-	if s.apiCert != nil {
-		out = append(out, namedCert{"api", s.apiCert})
+	if c := s.apiCert.Load(); c != nil {
+		out = append(out, namedCert{"api", c})
 	}
 	return out
 }

@@ -87,10 +87,13 @@ func (a *Agent) startIngress() error {
 	if err != nil {
 		return fmt.Errorf("ingress tls: %w", err)
 	}
+	a.ingressCert.Store(&cert)
 	tlsConf := &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{cert},
-		NextProtos:   []string{"h2", "http/1.1"},
+		MinVersion: tls.VersionTLS12,
+		// Read on every handshake, so that a reload (SIGHUP) takes effect
+		// for new connections.
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return a.ingressCert.Load(), nil },
+		NextProtos:     []string{"h2", "http/1.1"},
 	}
 	port := a.httpLn.Addr().(*net.TCPAddr).Port
 	host, _, _ := net.SplitHostPort(a.cfg.HTTP)
