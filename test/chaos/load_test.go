@@ -209,11 +209,13 @@ func (g *loadGen) get(ctx context.Context, addr string, s *sample) error {
 	return nil
 }
 
-// isRefused reports whether err means the connection was refused: nothing
-// listened, so the request cannot have reached the node.
+// isRefused reports whether err means the connection was refused while it
+// was being set up: nothing listened (ECONNREFUSED), or a listener closing
+// at that moment reset it (ECONNRESET from connect). Either way the request
+// cannot have reached the node, and any client may send it elsewhere.
 func isRefused(err error) bool {
 	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial" && errors.Is(err, errConnRefused)
+	return errors.As(err, &op) && op.Op == "dial" && (errors.Is(err, errConnRefused) || errors.Is(err, syscall.ECONNRESET))
 }
 
 var errConnRefused = syscall.ECONNREFUSED
