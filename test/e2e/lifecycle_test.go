@@ -145,37 +145,6 @@ func (l *load) finish(t *testing.T) (sent, failed int64, p99 time.Duration) {
 // ---------------------------------------------------------------------------
 // Clusters and processes
 
-// startClusterWith is startCluster with extra agent flags.
-func startClusterWith(t *testing.T, n int, withBackends bool, extra ...string) *testCluster {
-	t.Helper()
-	c := &testCluster{}
-	launch(t, fmt.Sprintf("%d-agent cluster", n), func() []*process {
-		c.agents = make([]*agentNode, n)
-		for i := range c.agents {
-			c.agents[i] = newAgentNode(t, fmt.Sprintf("node%d", i+1))
-		}
-		var procs []*process
-		for i, a := range c.agents {
-			a.bootstrapExpect = n
-			for j, b := range c.agents {
-				if j != i {
-					a.join = append(a.join, b.gossip)
-				}
-			}
-			if withBackends {
-				procs = append(procs, a.startBackend(t, fmt.Sprintf("b%d", i+1)))
-			}
-			a.argv = append(a.args(), extra...)
-		}
-		for _, a := range c.agents {
-			procs = append(procs, a.start(t))
-		}
-		c.lastStart = c.agents[n-1].startedAt
-		return procs
-	})
-	return c
-}
-
 func ingresses(agents []*agentNode) []string {
 	var out []string
 	for _, a := range agents {

@@ -464,6 +464,12 @@ type testCluster struct {
 // process answers. It does not wait for a leader.
 func startCluster(t *testing.T, n int, withBackends bool) *testCluster {
 	t.Helper()
+	return startClusterWith(t, n, withBackends)
+}
+
+// startClusterWith is startCluster with extra agent flags.
+func startClusterWith(t *testing.T, n int, withBackends bool, extra ...string) *testCluster {
+	t.Helper()
 	c := &testCluster{}
 	launch(t, fmt.Sprintf("%d-agent cluster", n), func() []*process {
 		c.agents = make([]*agentNode, n)
@@ -480,6 +486,9 @@ func startCluster(t *testing.T, n int, withBackends bool) *testCluster {
 			}
 			if withBackends {
 				procs = append(procs, a.startBackend(t, fmt.Sprintf("b%d", i+1)))
+			}
+			if len(extra) > 0 {
+				a.argv = append(a.args(), extra...)
 			}
 		}
 		for _, a := range c.agents {
