@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/loadmesh/loadmesh/test/bench/internal/benchproc"
 	"io"
 	"net/http"
 	"strings"
@@ -15,7 +16,7 @@ type bulkCase struct {
 	Path   string // e.g. "loadmesh A → QUIC → B"
 	Kind   string // download, upload, echo
 	URL    string
-	Procs  []*proc // the proxies whose RSS is watched
+	Procs  []*benchproc.Proc // the proxies whose RSS is watched
 	Labels []string
 }
 
@@ -55,12 +56,12 @@ func runBulk(ctx context.Context, c bulkCase, size int64, timeout time.Duration)
 	res.HWMReset = true
 	cpu0 := make([]float64, n)
 	for i, p := range c.Procs {
-		if err := resetPeakRSS(p.pid()); err != nil {
+		if err := benchproc.ResetPeakRSS(p.PID()); err != nil {
 			res.HWMReset = false
 		}
-		res.Before[i], _, _ = memKiB(p.pid())
+		res.Before[i], _, _ = benchproc.MemKiB(p.PID())
 		res.Peak[i] = res.Before[i]
-		cpu0[i], _ = cpuSeconds(p.pid())
+		cpu0[i], _ = benchproc.CPUSeconds(p.PID())
 	}
 
 	stop := make(chan struct{})
@@ -76,7 +77,7 @@ func runBulk(ctx context.Context, c bulkCase, size int64, timeout time.Duration)
 			case <-t.C:
 			}
 			for i, p := range c.Procs {
-				rss, _, err := memKiB(p.pid())
+				rss, _, err := benchproc.MemKiB(p.PID())
 				if err == nil {
 					mu.Lock()
 					res.Peak[i] = max(res.Peak[i], rss)
@@ -95,11 +96,11 @@ func runBulk(ctx context.Context, c bulkCase, size int64, timeout time.Duration)
 	wg.Wait()
 
 	for i, p := range c.Procs {
-		_, hwm, err := memKiB(p.pid())
+		_, hwm, err := benchproc.MemKiB(p.PID())
 		if err == nil && res.HWMReset {
 			res.Peak[i] = max(res.Peak[i], hwm)
 		}
-		cpu1, _ := cpuSeconds(p.pid())
+		cpu1, _ := benchproc.CPUSeconds(p.PID())
 		res.CPU[i] = cpu1 - cpu0[i]
 	}
 	return res

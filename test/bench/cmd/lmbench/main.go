@@ -18,6 +18,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/loadmesh/loadmesh/test/bench/internal/benchproc"
 	"io"
 	"net/http"
 	"os"
@@ -87,8 +88,8 @@ type scenario struct {
 	Name  string
 	Hops  int
 	URL   string
-	Ref   string  // key of the HAProxy row this one is compared to
-	Procs []*proc // proxy processes whose CPU time is counted
+	Ref   string            // key of the HAProxy row this one is compared to
+	Procs []*benchproc.Proc // proxy processes whose CPU time is counted
 	check func(*http.Response) error
 }
 
@@ -105,7 +106,7 @@ type runKey struct {
 
 type bench struct {
 	cfg      config
-	ps       *procs
+	ps       *benchproc.Procs
 	info     machineInfo
 	loader   loader
 	scen     []*scenario
@@ -113,8 +114,8 @@ type bench struct {
 	bulk     []bulkResult
 	profiles []perfProfile
 	notes    []string
-	agentA   *proc
-	agentB   *proc
+	agentA   *benchproc.Proc
+	agentB   *benchproc.Proc
 	haproxy  string
 	perf     string
 	started  time.Time
@@ -136,8 +137,8 @@ func run(ctx context.Context, cfg config) error {
 		return err
 	}
 	b.cfg.bin = bin
-	b.ps = &procs{dir: b.cfg.workDir, pidFile: cfg.pidFile}
-	defer b.ps.stop()
+	b.ps = &benchproc.Procs{Dir: b.cfg.workDir, PIDFile: cfg.pidFile}
+	defer b.ps.Stop()
 
 	b.info = readMachineInfo(bin, cfg.version)
 	fmt.Print(b.info.text())
@@ -224,16 +225,16 @@ func (b *bench) setup(ctx context.Context) error {
 		}
 	}
 
-	pp := ports{}
+	pp := benchproc.Ports{}
 	port := func() int {
-		n, err := pp.next()
+		n, err := pp.Next()
 		if err != nil {
 			panic(err)
 		}
 		return n
 	}
-	beAddr := addr(port())
-	if _, err := b.ps.start("backend", b.cfg.bin, "backend", "--listen", beAddr, "--name", "bench-backend"); err != nil {
+	beAddr := benchproc.Addr(port())
+	if _, err := b.ps.Start("backend", b.cfg.bin, "backend", "--listen", beAddr, "--name", "bench-backend"); err != nil {
 		return err
 	}
 	var err error
@@ -243,25 +244,25 @@ func (b *bench) setup(ctx context.Context) error {
 	pb := agentPorts{port(), port(), port(), port(), port()}
 	agentArgs := func(name string, p agentPorts) []string {
 		return []string{"agent", "--name", name, "--data-dir", filepath.Join(dir, "data-"+name),
-			"--gossip", addr(p.gossip), "--raft", addr(p.raft), "--peer", addr(p.peer),
-			"--http", addr(p.http), "--api", addr(p.api), "--bootstrap-expect", "2",
+			"--gossip", benchproc.Addr(p.gossip), "--raft", benchproc.Addr(p.raft), "--peer", benchproc.Addr(p.peer),
+			"--http", benchproc.Addr(p.http), "--api", benchproc.Addr(p.api), "--bootstrap-expect", "2",
 			"--tls-ca", ca, "--tls-cert", filepath.Join(tlsDir, name+".pem"),
 			"--tls-key", filepath.Join(tlsDir, name+"-key.pem"), "--log-level", "warn"}
 	}
 	argsB := append(agentArgs("b", pb), "--backend", "http://"+beAddr, "--capacity", strconv.Itoa(b.cfg.capacity))
-	if b.agentB, err = b.ps.start("agent-b", b.cfg.bin, argsB...); err != nil {
+	if b.agentB, err = b.ps.Start("agent-b", b.cfg.bin, argsB...); err != nil {
 		return err
 	}
-	argsA := append(agentArgs("a", pa), "--join", addr(pb.gossip))
-	if b.agentA, err = b.ps.start("agent-a", b.cfg.bin, argsA...); err != nil {
+	argsA := append(agentArgs("a", pa), "--join", benchproc.Addr(pb.gossip))
+	if b.agentA, err = b.ps.Start("agent-a", b.cfg.bin, argsA...); err != nil {
 		return err
 	}
 
 	local := &scenario{Key: "local", Name: "loadmesh, one node serving locally", Hops: 1,
-		URL: "http://" + addr(pb.http) + "/", Ref: "haproxy", Procs: []*proc{b.agentB},
+		URL: "http://" + benchproc.Addr(pb.http) + "/", Ref: "haproxy", Procs: []*benchproc.Proc{b.agentB},
 		check: wantNode("b")}
 	twoHop := &scenario{Key: "twohop", Name: "loadmesh A → QUIC+mTLS → B", Hops: 2,
-		URL: "http://" + addr(pa.http) + "/", Ref: "haproxy2", Procs: []*proc{b.agentA, b.agentB},
+		URL: "http://" + benchproc.Addr(pa.http) + "/", Ref: "haproxy2", Procs: []*benchproc.Proc{b.agentA, b.agentB},
 		check: wantNode("b")}
 	direct := &scenario{Key: "backend", Name: "backend directly (no proxy)", Hops: 0,
 		URL: "http://" + beAddr + "/", Ref: "haproxy"}
@@ -282,31 +283,31 @@ func (b *bench) setup(ctx context.Context) error {
 		hp := []struct {
 			label, bind, bindOpts, server, serverOpts string
 		}{
-			{"haproxy1", addr(h1), "", beAddr, ""},
-			{"haproxy2", addr(h2), "", addr(h1), ""},
-			{"haproxy1-tls", addr(h1t), tlsFront, beAddr, ""},
-			{"haproxy2-tls", addr(h2t), "", addr(h1t), tlsBack},
+			{"haproxy1", benchproc.Addr(h1), "", beAddr, ""},
+			{"haproxy2", benchproc.Addr(h2), "", benchproc.Addr(h1), ""},
+			{"haproxy1-tls", benchproc.Addr(h1t), tlsFront, beAddr, ""},
+			{"haproxy2-tls", benchproc.Addr(h2t), "", benchproc.Addr(h1t), tlsBack},
 		}
-		started := map[string]*proc{}
+		started := map[string]*benchproc.Proc{}
 		for _, h := range hp {
 			path := filepath.Join(dir, h.label+".cfg")
 			if err := os.WriteFile(path, []byte(haproxyConfig(h.bind, h.bindOpts, h.server, h.serverOpts)), 0o644); err != nil {
 				return err
 			}
-			p, err := b.ps.start(h.label, b.haproxy, "-db", "-f", path)
+			p, err := b.ps.Start(h.label, b.haproxy, "-db", "-f", path)
 			if err != nil {
 				return err
 			}
 			started[h.label] = p
 		}
 		b.scen = append(b.scen,
-			&scenario{Key: "haproxy", Name: "HAProxy → backend", Hops: 1, URL: "http://" + addr(h1) + "/",
-				Ref: "haproxy", Procs: []*proc{started["haproxy1"]}},
+			&scenario{Key: "haproxy", Name: "HAProxy → backend", Hops: 1, URL: "http://" + benchproc.Addr(h1) + "/",
+				Ref: "haproxy", Procs: []*benchproc.Proc{started["haproxy1"]}},
 			local,
 			&scenario{Key: "haproxy2", Name: "HAProxy → HAProxy → backend (plain HTTP between them)", Hops: 2,
-				URL: "http://" + addr(h2) + "/", Ref: "haproxy2", Procs: []*proc{started["haproxy2"], started["haproxy1"]}},
+				URL: "http://" + benchproc.Addr(h2) + "/", Ref: "haproxy2", Procs: []*benchproc.Proc{started["haproxy2"], started["haproxy1"]}},
 			&scenario{Key: "haproxy2tls", Name: "HAProxy → HAProxy → backend (mutual TLS 1.3 between them)", Hops: 2,
-				URL: "http://" + addr(h2t) + "/", Ref: "haproxy2tls", Procs: []*proc{started["haproxy2-tls"], started["haproxy1-tls"]}},
+				URL: "http://" + benchproc.Addr(h2t) + "/", Ref: "haproxy2tls", Procs: []*benchproc.Proc{started["haproxy2-tls"], started["haproxy1-tls"]}},
 			twoHop,
 		)
 	} else {
@@ -323,14 +324,12 @@ func (b *bench) setup(ctx context.Context) error {
 			if err == nil {
 				break
 			}
-			for _, p := range b.ps.list {
-				if p.exited() {
-					return fmt.Errorf("%s exited: %v\n%s", p.name, p.err, p.tail(20))
-				}
+			if err := b.ps.Dead(); err != nil {
+				return err
 			}
 			if time.Now().After(deadline) || ctx.Err() != nil {
 				return fmt.Errorf("%s (%s) not answering: %w\nagent-a log:\n%s\nagent-b log:\n%s",
-					s.Name, s.URL, err, b.agentA.tail(10), b.agentB.tail(10))
+					s.Name, s.URL, err, b.agentA.Tail(10), b.agentB.Tail(10))
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
@@ -435,10 +434,10 @@ func (b *bench) runRounds(ctx context.Context) error {
 	return nil
 }
 
-func procsCPU(ps []*proc) float64 {
+func procsCPU(ps []*benchproc.Proc) float64 {
 	var t float64
 	for _, p := range ps {
-		v, _ := cpuSeconds(p.pid())
+		v, _ := benchproc.CPUSeconds(p.PID())
 		t += v
 	}
 	return t
@@ -495,12 +494,12 @@ func (b *bench) runBulk(ctx context.Context) {
 func (b *bench) runProfile(ctx context.Context) {
 	conns := slices.Max(b.cfg.conns)
 	for _, x := range b.scen {
-		var targets []*proc
+		var targets []*benchproc.Proc
 		switch x.Key {
 		case "twohop":
-			targets = []*proc{b.agentA, b.agentB}
+			targets = []*benchproc.Proc{b.agentA, b.agentB}
 		case "local":
-			targets = []*proc{b.agentB}
+			targets = []*benchproc.Proc{b.agentB}
 		default:
 			continue
 		}
@@ -508,7 +507,7 @@ func (b *bench) runProfile(ctx context.Context) {
 		var recs []*perfRecorder
 		for _, p := range targets {
 			label := x.Key + ": " + agentRole(x.Key, p == b.agentA)
-			r, err := startPerf(ctx, b.perf, label, p.pid(), filepath.Join(b.cfg.workDir, x.Key+"-"+p.name+".perf.data"), b.cfg.duration+2*time.Second)
+			r, err := startPerf(ctx, b.perf, label, p.PID(), filepath.Join(b.cfg.workDir, x.Key+"-"+p.Name+".perf.data"), b.cfg.duration+2*time.Second)
 			if err != nil {
 				b.note("perf record failed: " + err.Error())
 				return

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/loadmesh/loadmesh/test/bench/internal/benchproc"
 	"io"
 	"net/http"
 	"os"
@@ -25,17 +26,17 @@ type agent struct {
 	gossip, raft, peer, http, api int
 }
 
-func (a *agent) ingressURL() string { return "http://" + addr(a.http) }
-func (a *agent) apiURL() string     { return "http://" + addr(a.api) }
+func (a *agent) ingressURL() string { return "http://" + benchproc.Addr(a.http) }
+func (a *agent) apiURL() string     { return "http://" + benchproc.Addr(a.api) }
 
 // cluster is one set of four backends and four agents, started together
 // and stopped together.
 type cluster struct {
-	ps     *procs
+	ps     *benchproc.Procs
 	agents map[string]*agent
 }
 
-func (c *cluster) stop() { c.ps.stop() }
+func (c *cluster) stop() { c.ps.Stop() }
 
 // apiClient is for the agents' status API.
 var apiClient = &http.Client{Timeout: 3 * time.Second}
@@ -64,17 +65,17 @@ func startCluster(ctx context.Context, cfg config, dir string) (*cluster, error)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	c := &cluster{ps: &procs{dir: dir, pidFile: cfg.pidFile}, agents: map[string]*agent{}}
+	c := &cluster{ps: &benchproc.Procs{Dir: dir, PIDFile: cfg.pidFile}, agents: map[string]*agent{}}
 	ok := false
 	defer func() {
 		if !ok {
 			c.stop()
 		}
 	}()
-	pp := ports{}
+	pp := benchproc.Ports{}
 	var perr error
 	port := func() int {
-		n, err := pp.next()
+		n, err := pp.Next()
 		if err != nil && perr == nil {
 			perr = err
 		}
@@ -83,8 +84,8 @@ func startCluster(ctx context.Context, cfg config, dir string) (*cluster, error)
 	tlsDir := filepath.Join(cfg.workDir, "tls")
 	seed := ""
 	for _, n := range nodeNames {
-		be := addr(port())
-		if _, err := c.ps.start("backend-"+n, cfg.bin, "backend", "--listen", be, "--name", n); err != nil {
+		be := benchproc.Addr(port())
+		if _, err := c.ps.Start("backend-"+n, cfg.bin, "backend", "--listen", be, "--name", n); err != nil {
 			return nil, err
 		}
 		a := &agent{name: n, gossip: port(), raft: port(), peer: port(), http: port(), api: port()}
@@ -92,17 +93,17 @@ func startCluster(ctx context.Context, cfg config, dir string) (*cluster, error)
 			return nil, perr
 		}
 		args := []string{"agent", "--name", n, "--data-dir", filepath.Join(dir, "data-"+n),
-			"--gossip", addr(a.gossip), "--raft", addr(a.raft), "--peer", addr(a.peer),
-			"--http", addr(a.http), "--api", addr(a.api), "--bootstrap-expect", "3",
+			"--gossip", benchproc.Addr(a.gossip), "--raft", benchproc.Addr(a.raft), "--peer", benchproc.Addr(a.peer),
+			"--http", benchproc.Addr(a.http), "--api", benchproc.Addr(a.api), "--bootstrap-expect", "3",
 			"--backend", "http://" + be, "--capacity", strconv.Itoa(cfg.capacity),
 			"--tls-ca", filepath.Join(tlsDir, "loadmesh-ca.pem"), "--tls-cert", filepath.Join(tlsDir, n+".pem"),
 			"--tls-key", filepath.Join(tlsDir, n+"-key.pem"), "--log-level", "info", "--bootstrap-token", benchToken}
 		if seed != "" {
 			args = append(args, "--join", seed)
 		} else {
-			seed = addr(a.gossip)
+			seed = benchproc.Addr(a.gossip)
 		}
-		if _, err := c.ps.start("agent-"+n, cfg.bin, args...); err != nil {
+		if _, err := c.ps.Start("agent-"+n, cfg.bin, args...); err != nil {
 			return nil, err
 		}
 		c.agents[n] = a
@@ -138,7 +139,7 @@ func (c *cluster) waitFor(ctx context.Context, limit time.Duration, what string,
 		if done {
 			return nil
 		}
-		if err := c.ps.dead(); err != nil {
+		if err := c.ps.Dead(); err != nil {
 			return err
 		}
 		if time.Now().After(deadline) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/loadmesh/loadmesh/test/bench/internal/benchproc"
 	"io"
 	"net/http"
 	"os"
@@ -31,24 +32,24 @@ type backendSpec struct {
 // agent is a started agent.
 type agent struct {
 	spec                          agentSpec
-	p                             *proc
+	p                             *benchproc.Proc
 	gossip, raft, peer, http, api int
 }
 
-func (a *agent) url() string    { return "http://" + addr(a.http) + "/" }
-func (a *agent) apiURL() string { return "http://" + addr(a.api) }
+func (a *agent) url() string    { return "http://" + benchproc.Addr(a.http) + "/" }
+func (a *agent) apiURL() string { return "http://" + benchproc.Addr(a.api) }
 
 // cluster is one set of backends, agents and (optionally) HAProxies,
 // started together and stopped together.
 type cluster struct {
-	ps       *procs
-	backends map[string]*proc
+	ps       *benchproc.Procs
+	backends map[string]*benchproc.Proc
 	beAddr   map[string]string
 	agents   map[string]*agent
 	order    []string // agent names in start order
 }
 
-func (c *cluster) stop() { c.ps.stop() }
+func (c *cluster) stop() { c.ps.Stop() }
 
 // makeTLS creates the cluster CA and one certificate per node name.
 func (b *bench) makeTLS(ctx context.Context, names []string) error {
@@ -81,8 +82,8 @@ func (b *bench) startCluster(ctx context.Context, label string, backends []backe
 		return nil, err
 	}
 	c := &cluster{
-		ps:       &procs{dir: dir, pidFile: b.cfg.pidFile},
-		backends: map[string]*proc{}, beAddr: map[string]string{}, agents: map[string]*agent{},
+		ps:       &benchproc.Procs{Dir: dir, PIDFile: b.cfg.pidFile},
+		backends: map[string]*benchproc.Proc{}, beAddr: map[string]string{}, agents: map[string]*agent{},
 	}
 	ok := false
 	defer func() {
@@ -90,21 +91,21 @@ func (b *bench) startCluster(ctx context.Context, label string, backends []backe
 			c.stop()
 		}
 	}()
-	pp := ports{}
+	pp := benchproc.Ports{}
 	port := func() int {
-		n, err := pp.next()
+		n, err := pp.Next()
 		if err != nil {
 			panic(err)
 		}
 		return n
 	}
 	for _, be := range backends {
-		a := addr(port())
+		a := benchproc.Addr(port())
 		args := []string{"backend", "--listen", a, "--name", be.name}
 		if be.delay > 0 {
 			args = append(args, "--delay", be.delay.String())
 		}
-		p, err := c.ps.start("backend-"+be.name, b.cfg.bin, args...)
+		p, err := c.ps.Start("backend-"+be.name, b.cfg.bin, args...)
 		if err != nil {
 			return nil, err
 		}
@@ -130,8 +131,8 @@ func (b *bench) startCluster(ctx context.Context, label string, backends []backe
 		}
 		a := &agent{spec: s, gossip: port(), raft: port(), peer: port(), http: port(), api: port()}
 		args := []string{"agent", "--name", s.name, "--data-dir", filepath.Join(dir, "data-"+s.name),
-			"--gossip", addr(a.gossip), "--raft", addr(a.raft), "--peer", addr(a.peer),
-			"--http", addr(a.http), "--api", addr(a.api), "--bootstrap-expect", strconv.Itoa(min(serving, 3)),
+			"--gossip", benchproc.Addr(a.gossip), "--raft", benchproc.Addr(a.raft), "--peer", benchproc.Addr(a.peer),
+			"--http", benchproc.Addr(a.http), "--api", benchproc.Addr(a.api), "--bootstrap-expect", strconv.Itoa(min(serving, 3)),
 			"--tls-ca", filepath.Join(tls, "loadmesh-ca.pem"), "--tls-cert", filepath.Join(tls, s.name+".pem"),
 			"--tls-key", filepath.Join(tls, s.name+"-key.pem"), "--log-level", "warn"}
 		if s.backend != "" {
@@ -143,9 +144,9 @@ func (b *bench) startCluster(ctx context.Context, label string, backends []backe
 		if seed != "" {
 			args = append(args, "--join", seed)
 		} else {
-			seed = addr(a.gossip)
+			seed = benchproc.Addr(a.gossip)
 		}
-		p, err := c.ps.start("agent-"+s.name, b.cfg.bin, args...)
+		p, err := c.ps.Start("agent-"+s.name, b.cfg.bin, args...)
 		if err != nil {
 			return nil, err
 		}
@@ -166,10 +167,8 @@ func (c *cluster) waitReady(ctx context.Context, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	client := &http.Client{Timeout: 2 * time.Second}
 	check := func() error {
-		for _, p := range c.ps.list {
-			if p.exited() {
-				return fmt.Errorf("%s exited: %v\n%s", p.name, p.err, p.tail(20))
-			}
+		if err := c.ps.Dead(); err != nil {
+			return err
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -191,7 +190,7 @@ func (c *cluster) waitReady(ctx context.Context, limit time.Duration) error {
 				}
 			}
 			if err := check(); err != nil {
-				return fmt.Errorf("agent %s: %w\n%s", n, err, a.p.tail(10))
+				return fmt.Errorf("agent %s: %w\n%s", n, err, a.p.Tail(10))
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -213,7 +212,7 @@ func (c *cluster) waitReady(ctx context.Context, limit time.Duration) error {
 				}
 			}
 			if err := check(); err != nil {
-				return fmt.Errorf("ingress %s reached only %v: %w\n%s", n, seen, err, a.p.tail(10))
+				return fmt.Errorf("ingress %s reached only %v: %w\n%s", n, seen, err, a.p.Tail(10))
 			}
 			time.Sleep(20 * time.Millisecond)
 		}

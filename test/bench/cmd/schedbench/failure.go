@@ -123,9 +123,9 @@ func (b *bench) killOnce(ctx context.Context, sc killScenario, rep int) (killRes
 	sn, snErr := startSniffer(victim.peer, t0)
 	sleepCtx(ctx, 300*time.Millisecond)
 	killAt := time.Since(t0)
-	err = victim.p.kill()
+	err = victim.p.Kill()
 	if err == nil && sc.killBackend {
-		err = c.backends["c"].kill()
+		err = c.backends["c"].Kill()
 	}
 	if err != nil {
 		stopPoll()

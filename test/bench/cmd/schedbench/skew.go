@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/loadmesh/loadmesh/test/bench/internal/benchproc"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -64,18 +65,18 @@ func (b *bench) runSkew(ctx context.Context) error {
 	}
 	if b.haproxy != "" {
 		for _, bal := range []string{"roundrobin", "leastconn"} {
-			p, err := freePort()
+			p, err := benchproc.FreePort()
 			if err != nil {
 				return err
 			}
 			path := filepath.Join(b.cfg.workDir, "skew", "haproxy-"+bal+".cfg")
-			if err := os.WriteFile(path, []byte(haproxyConfig(addr(p), bal, c.beAddr, []string{"a", "b", "c"})), 0o644); err != nil {
+			if err := os.WriteFile(path, []byte(haproxyConfig(benchproc.Addr(p), bal, c.beAddr, []string{"a", "b", "c"})), 0o644); err != nil {
 				return err
 			}
-			if _, err := c.ps.start("haproxy-"+bal, b.haproxy, "-db", "-f", path); err != nil {
+			if _, err := c.ps.Start("haproxy-"+bal, b.haproxy, "-db", "-f", path); err != nil {
 				return err
 			}
-			rows = append(rows, skewRow{key: "hap-" + bal, name: "HAProxy balance " + bal, url: "http://" + addr(p) + "/"})
+			rows = append(rows, skewRow{key: "hap-" + bal, name: "HAProxy balance " + bal, url: "http://" + benchproc.Addr(p) + "/"})
 		}
 		if err := waitAnswering(ctx, rows[len(rows)-2:], 20*time.Second); err != nil {
 			return err
@@ -126,10 +127,8 @@ func (b *bench) runSkew(ctx context.Context) error {
 			b.skew[k] = append(b.skew[k], s)
 			fmt.Printf("  %-15s c=%-3d %8.0f req/s  p50 %7.3f ms  p99 %7.3f ms (a+b only %7.3f)  slow share %6.2f%%  failed %d%s\n",
 				j.r.key, j.conns, s.rps, ms(s.p50), ms(s.p99), ms(s.p99Fast), 100*slowShare(s), s.failed, fmtEstimates("est.", est)+fmtEstimates("gossiped", gossip))
-			for _, p := range c.ps.list {
-				if p.exited() {
-					return fmt.Errorf("%s exited during the skew rounds: %v\n%s", p.name, p.err, p.tail(20))
-				}
+			if err := c.ps.Dead(); err != nil {
+				return fmt.Errorf("during the skew rounds: %w", err)
 			}
 			time.Sleep(200 * time.Millisecond)
 		}

@@ -1,4 +1,7 @@
-package main
+// Package benchproc starts, watches and stops the processes of the
+// benchmark programs (lmbench, schedbench, reactbench): agents and backends
+// on loopback, each logging to a file, each stopped by PID.
+package benchproc
 
 import (
 	"bufio"
@@ -15,29 +18,33 @@ import (
 	"time"
 )
 
-// procs starts and tracks every process of a benchmark run. Each PID is
+// Procs starts and tracks every process of a benchmark run. Each PID is
 // also appended to a file, so that the calling script can kill leftovers
 // by PID if this program itself is killed.
-type procs struct {
-	dir     string
-	pidFile string
+type Procs struct {
+	// Dir receives each process's log, <label>.log.
+	Dir string
+	// PIDFile, when set, gets every started PID appended.
+	PIDFile string
 
 	mu   sync.Mutex
-	list []*proc
+	list []*Proc
 }
 
-// proc is one started process.
-type proc struct {
-	name string
+// Proc is one started process.
+type Proc struct {
+	// Name is the label it was started with.
+	Name string
+	// Err is its exit error, valid once Exited.
+	Err  error
 	cmd  *exec.Cmd
 	log  string
 	done chan struct{}
-	err  error
 }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
 
-func (p *proc) exited() bool {
+func (p *Proc) Exited() bool {
 	select {
 	case <-p.done:
 		return true
@@ -46,9 +53,9 @@ func (p *proc) exited() bool {
 	}
 }
 
-// start runs name with args, logging to dir/<label>.log.
-func (ps *procs) start(label, name string, args ...string) (*proc, error) {
-	logPath := filepath.Join(ps.dir, label+".log")
+// Start runs name with args, logging to dir/<label>.log.
+func (ps *Procs) Start(label, name string, args ...string) (*Proc, error) {
+	logPath := filepath.Join(ps.Dir, label+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
@@ -62,17 +69,17 @@ func (ps *procs) start(label, name string, args ...string) (*proc, error) {
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", label, err)
 	}
-	p := &proc{name: label, cmd: cmd, log: logPath, done: make(chan struct{})}
+	p := &Proc{Name: label, cmd: cmd, log: logPath, done: make(chan struct{})}
 	go func() {
-		p.err = cmd.Wait()
+		p.Err = cmd.Wait()
 		f.Close()
 		close(p.done)
 	}()
 	ps.mu.Lock()
 	ps.list = append(ps.list, p)
 	ps.mu.Unlock()
-	if ps.pidFile != "" {
-		if pf, err := os.OpenFile(ps.pidFile, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+	if ps.PIDFile != "" {
+		if pf, err := os.OpenFile(ps.PIDFile, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
 			fmt.Fprintln(pf, cmd.Process.Pid)
 			pf.Close()
 		}
@@ -80,16 +87,33 @@ func (ps *procs) start(label, name string, args ...string) (*proc, error) {
 	return p, nil
 }
 
-// stop terminates every process in reverse start order: SIGTERM, then
+// Kill sends SIGKILL to the process (by its PID) and waits until it is
+// reaped, at most 5s.
+func (p *Proc) Kill() error {
+	if p.Exited() {
+		return fmt.Errorf("%s had exited already: %v", p.Name, p.Err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		return err
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(5 * time.Second):
+		return fmt.Errorf("%s (pid %d) still running 5s after SIGKILL", p.Name, p.PID())
+	}
+}
+
+// Stop terminates every process in reverse start order: SIGTERM, then
 // SIGKILL after a grace period.
-func (ps *procs) stop() {
+func (ps *Procs) Stop() {
 	ps.mu.Lock()
 	list := ps.list
 	ps.list = nil
 	ps.mu.Unlock()
 	for i := len(list) - 1; i >= 0; i-- {
 		p := list[i]
-		if p.exited() {
+		if p.Exited() {
 			continue
 		}
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
@@ -102,8 +126,20 @@ func (ps *procs) stop() {
 	}
 }
 
-// tail returns the last n lines of a process's log.
-func (p *proc) tail(n int) string {
+// Dead returns an error naming the first started process that has exited.
+func (ps *Procs) Dead() error {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	for _, p := range ps.list {
+		if p.Exited() {
+			return fmt.Errorf("%s exited: %v\n%s", p.Name, p.Err, p.Tail(20))
+		}
+	}
+	return nil
+}
+
+// Tail returns the last n lines of a process's log.
+func (p *Proc) Tail(n int) string {
 	b, err := os.ReadFile(p.log)
 	if err != nil {
 		return ""
@@ -115,9 +151,9 @@ func (p *proc) tail(n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// cpuSeconds is the user+system CPU time a process has used so far,
+// CPUSeconds is the user+system CPU time a process has used so far,
 // all threads included.
-func cpuSeconds(pid int) (float64, error) {
+func CPUSeconds(pid int) (float64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
@@ -137,8 +173,8 @@ func cpuSeconds(pid int) (float64, error) {
 	return (u + st) / 100, nil // USER_HZ is 100 on Linux
 }
 
-// memKiB returns VmRSS and VmHWM of a process in KiB.
-func memKiB(pid int) (rss, hwm int64, err error) {
+// MemKiB returns VmRSS and VmHWM of a process in KiB.
+func MemKiB(pid int) (rss, hwm int64, err error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, 0, err
@@ -164,14 +200,14 @@ func memKiB(pid int) (rss, hwm int64, err error) {
 	return rss, hwm, sc.Err()
 }
 
-// resetPeakRSS resets VmHWM to the current RSS (Linux clear_refs 5).
-func resetPeakRSS(pid int) error {
+// ResetPeakRSS resets VmHWM to the current RSS (Linux clear_refs 5).
+func ResetPeakRSS(pid int) error {
 	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
 }
 
-// freePort returns a loopback port that is free for both TCP and UDP
+// FreePort returns a loopback port that is free for both TCP and UDP
 // (memberlist gossips on both).
-func freePort() (int, error) {
+func FreePort() (int, error) {
 	for range 50 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -189,12 +225,12 @@ func freePort() (int, error) {
 	return 0, errors.New("no free port")
 }
 
-// ports hands out distinct free ports.
-type ports map[int]bool
+// Ports hands out distinct free ports.
+type Ports map[int]bool
 
-func (p ports) next() (int, error) {
+func (p Ports) Next() (int, error) {
 	for range 50 {
-		n, err := freePort()
+		n, err := FreePort()
 		if err != nil {
 			return 0, err
 		}
@@ -206,4 +242,5 @@ func (p ports) next() (int, error) {
 	return 0, errors.New("no free port")
 }
 
-func addr(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
+// Addr is the loopback address of port.
+func Addr(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
