@@ -89,7 +89,7 @@ func (a *Agent) setNodeState(w http.ResponseWriter, r *http.Request, name string
 	}
 	var req nodeActionRequest
 	if err := decodeBody(r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		writeError(w, bodyStatus(err), err.Error())
 		return
 	}
 	if _, ok := a.fsm.Plan().Nodes[name]; !ok {
@@ -188,6 +188,18 @@ func actor(r *http.Request) string {
 	return "api"
 }
 
+// errBodyTooLarge is decodeBody's answer to a body over maxAPIBody;
+// bodyStatus maps it to 413.
+var errBodyTooLarge = fmt.Errorf("request body larger than %d bytes", maxAPIBody)
+
+// bodyStatus is the HTTP status for a decodeBody error.
+func bodyStatus(err error) int {
+	if errors.Is(err, errBodyTooLarge) {
+		return http.StatusRequestEntityTooLarge
+	}
+	return http.StatusBadRequest
+}
+
 func decodeBody(r *http.Request, v any) error {
 	if r.Body == nil {
 		return nil
@@ -197,7 +209,7 @@ func decodeBody(r *http.Request, v any) error {
 		return fmt.Errorf("read body: %v", err)
 	}
 	if len(b) > maxAPIBody {
-		return fmt.Errorf("body larger than %d bytes", maxAPIBody)
+		return errBodyTooLarge
 	}
 	if len(b) == 0 {
 		return nil
@@ -234,8 +246,12 @@ func validateName(name string) error {
 // spec, after validating it completely; an invalid file changes nothing.
 func (a *Agent) applySpec(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxAPIBody+1))
-	if err != nil || len(body) > maxAPIBody {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("plan file missing or larger than %d bytes", maxAPIBody))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("read plan file: %v", err))
+		return
+	}
+	if len(body) > maxAPIBody {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("plan file larger than %d bytes", maxAPIBody))
 		return
 	}
 	spec, err := autoscale.ParseSpec(body)
@@ -274,7 +290,7 @@ type rollbackRequest struct {
 func (a *Agent) rollbackSpec(w http.ResponseWriter, r *http.Request) {
 	var req rollbackRequest
 	if err := decodeBody(r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		writeError(w, bodyStatus(err), err.Error())
 		return
 	}
 	var rec store.SpecRecord

@@ -62,7 +62,7 @@ func (a *Agent) registerTokenAPI(mux *http.ServeMux) {
 func (a *Agent) createToken(w http.ResponseWriter, r *http.Request) {
 	var req TokenCreateRequest
 	if err := decodeBody(r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		writeError(w, bodyStatus(err), err.Error())
 		return
 	}
 	if err := store.ValidateTokenName(req.Name); err != nil {
