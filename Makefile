@@ -16,7 +16,7 @@ FUZZTIME_TEST ?= 2000x
 TEST_P ?= 1
 PKGS := ./...
 
-.PHONY: all build run test quick chaos fuzz lint tidy deps-check bench bench-autoscale clean
+.PHONY: all build run test quick chaos fuzz lint tidy deps-check bench bench-tcp bench-autoscale clean
 
 all: build
 
@@ -71,6 +71,11 @@ deps-check:
 ## bench: benchmarks against the bare backend and HAProxy (see docs/benchmarks.md)
 bench: build
 	./test/bench/run.sh
+
+## bench-tcp: TCP services against HAProxy in mode tcp, about 3 minutes (see docs/benchmarks.md);
+## make bench runs it too, after lmbench
+bench-tcp:
+	./test/bench/run.sh tcp
 
 ## bench-autoscale: autoscaler reaction on a real 4-agent cluster, about 6 minutes (see docs/autoscaling.md)
 bench-autoscale: build

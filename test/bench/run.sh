@@ -17,7 +17,22 @@
 #   BENCH_KEEP=0          1: keep the scratch directory (logs, perf data)
 #   BENCH_REACT_DOC=docs/autoscaling.md   where reactbench's results go ("" for nowhere)
 #   BENCH_REACT_ARGS=     more flags for reactbench (make bench-autoscale runs it alone)
+#   BENCH_TCP_DOC=docs/benchmarks.md   where tcpbench's results go ("" for nowhere)
+#   BENCH_TCP_ARGS=       more flags for tcpbench (test/bench/cmd/tcpbench -h)
+#
+# `run.sh tcp` (make bench-tcp) runs only tcpbench: loadmesh's TCP
+# services against HAProxy in mode tcp, about 3 minutes; it installs only
+# HAProxy.
 set -euo pipefail
+
+only=${1:-all}
+case $only in
+all | tcp) ;;
+*)
+	echo "usage: $0 [tcp]" >&2
+	exit 2
+	;;
+esac
 
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -60,9 +75,9 @@ install_pkgs() {
 	[[ ${BENCH_INSTALL:-1} == 1 ]] || return 0
 	[[ $(id -u) == 0 ]] && command -v apt-get >/dev/null || return 0
 	local missing=()
-	command -v wrk >/dev/null || missing+=(wrk)
+	[[ $only == tcp ]] || command -v wrk >/dev/null || missing+=(wrk)
 	command -v haproxy >/dev/null || missing+=(haproxy)
-	if [[ ${BENCH_PROFILE:-true} == true ]] && ! command -v perf >/dev/null; then missing+=(linux-perf); fi
+	if [[ $only != tcp && ${BENCH_PROFILE:-true} == true ]] && ! command -v perf >/dev/null; then missing+=(linux-perf); fi
 	((${#missing[@]})) || return 0
 	log "installing ${missing[*]} with apt-get"
 	export DEBIAN_FRONTEND=noninteractive
@@ -76,14 +91,15 @@ install_pkgs() {
 	fi
 }
 install_pkgs
-command -v wrk >/dev/null || log "wrk not available: lmbench uses loadmesh loadtest --json as its load generator"
+[[ $only == tcp ]] || command -v wrk >/dev/null || log "wrk not available: lmbench uses loadmesh loadtest --json as its load generator"
 command -v haproxy >/dev/null || log "HAProxy not available: the HAProxy rows and every ratio are skipped"
 
 # --- builds ------------------------------------------------------------
 version=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
-log "building loadmesh (like make build, but keeping the symbol table for perf) and lmbench"
+log "building loadmesh (like make build, but keeping the symbol table for perf) and the benchmarks"
 CGO_ENABLED=0 go build -trimpath -ldflags "-X main.version=$version" -o "$work/loadmesh" ./cmd/loadmesh
-go build -o "$work/lmbench" ./test/bench/cmd/lmbench
+[[ $only == tcp ]] || go build -o "$work/lmbench" ./test/bench/cmd/lmbench
+go build -o "$work/tcpbench" ./test/bench/cmd/tcpbench
 
 # --- machine -----------------------------------------------------------
 log "machine"
@@ -96,6 +112,19 @@ echo "haproxy:   $(first haproxy -v)"
 echo "perf:      $(first perf --version)"
 
 # --- run ---------------------------------------------------------------
+tcpbench() {
+	log "running tcpbench: TCP services against HAProxy in mode tcp, about 3 minutes (docs/benchmarks.md; BENCH_TCP_ARGS adds flags, BENCH_TCP_DOC=\"\" writes nowhere)"
+	# shellcheck disable=SC2086 # BENCH_TCP_ARGS is a list of flags
+	"$work/tcpbench" -die-with-parent -bin "$work/loadmesh" -work "$work/tcp" -pidfile "$pidfile" -version "$version" \
+		-rounds "${BENCH_ROUNDS:-5}" -doc "${BENCH_TCP_DOC-$root/docs/benchmarks.md}" ${BENCH_TCP_ARGS:-} &
+	lmpid=$!
+	wait "$lmpid"
+}
+if [[ $only == tcp ]]; then
+	tcpbench
+	exit 0
+fi
+
 log "running lmbench (defaults take about 7 minutes)"
 "$work/lmbench" \
 	-bin "$work/loadmesh" \
@@ -111,5 +140,6 @@ log "running lmbench (defaults take about 7 minutes)"
 	-doc "${BENCH_DOC-$root/docs/benchmarks.md}" &
 lmpid=$!
 wait "$lmpid"
+tcpbench
 go build -o "$work/schedbench" ./test/bench/cmd/schedbench && log "running schedbench: skewed cluster and node kills, about 7 minutes (docs/benchmarks-scheduling.md; BENCH_SCHED_ARGS adds flags, BENCH_SCHED_DOC=\"\" writes nowhere)" && { "$work/schedbench" -die-with-parent -bin "$work/loadmesh" -work "$work/sched" -pidfile "$pidfile" -version "$version" -rounds "${BENCH_ROUNDS:-5}" -doc "${BENCH_SCHED_DOC-$root/docs/benchmarks-scheduling.md}" ${BENCH_SCHED_ARGS:-} & lmpid=$!; wait "$lmpid"; }
 go build -o "$work/reactbench" ./test/bench/cmd/reactbench && log "running reactbench: autoscaler reaction on a 4-agent cluster, BENCH_ROUNDS fresh clusters of about a minute each (docs/autoscaling.md; BENCH_REACT_ARGS adds flags, BENCH_REACT_DOC=\"\" writes nowhere)" && { "$work/reactbench" -die-with-parent -bin "$work/loadmesh" -work "$work/react" -pidfile "$pidfile" -version "$version" -runs "${BENCH_ROUNDS:-5}" -doc "${BENCH_REACT_DOC-$root/docs/autoscaling.md}" ${BENCH_REACT_ARGS:-} & lmpid=$!; wait "$lmpid"; }
