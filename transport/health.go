@@ -6,16 +6,22 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
 )
 
 // HealthConfig tunes the active health check of a node's own backend.
 type HealthConfig struct {
-	// URL is checked with GET; a 2xx or 3xx answer is a pass.
+	// URL is checked with GET; a 2xx or 3xx answer is a pass. A
+	// tcp://HOST:PORT URL is checked with a TCP connect instead: an
+	// accepted connection (closed at once) is a pass.
 	URL string
 	// Interval between checks. Default 1s.
 	Interval time.Duration
@@ -25,6 +31,10 @@ type HealthConfig struct {
 	Rise int
 	// Fall consecutive failures make a healthy backend unhealthy. Default 2.
 	Fall int
+	// SendProxy makes a tcp:// check send a PROXY protocol v2 LOCAL
+	// header (a health check's, carrying no client address) before it
+	// closes, for backends that expect one on every connection.
+	SendProxy bool
 }
 
 // DefaultHealthConfig returns the defaults, without a URL.
@@ -35,8 +45,10 @@ func DefaultHealthConfig() HealthConfig {
 // Validate reports every problem with c.
 func (c HealthConfig) Validate() error {
 	var errs []error
-	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		errs = append(errs, fmt.Errorf("health check URL %q is not an http(s) URL", c.URL))
+	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "tcp") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("health check URL %q is not an http(s):// or tcp:// URL", c.URL))
+	} else if u.Scheme == "tcp" && (u.Port() == "" || (u.Path != "" && u.Path != "/")) {
+		errs = append(errs, fmt.Errorf("health check URL %q: a tcp:// check needs host:port and nothing else", c.URL))
 	}
 	if c.Interval <= 0 {
 		errs = append(errs, fmt.Errorf("health interval %s must be positive", c.Interval))
@@ -181,6 +193,24 @@ func (h *HealthChecker) check() {
 }
 
 func (h *HealthChecker) probe(ctx context.Context) error {
+	if host, ok := strings.CutPrefix(h.cfg.URL, "tcp://"); ok {
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "tcp", strings.TrimSuffix(host, "/"))
+		if err != nil {
+			return err
+		}
+		if h.cfg.SendProxy {
+			if dl, ok := ctx.Deadline(); ok {
+				conn.SetWriteDeadline(dl)
+			}
+			local := &proxyproto.Header{Version: 2, Command: proxyproto.LOCAL, TransportProtocol: proxyproto.UNSPEC}
+			if _, err := local.WriteTo(conn); err != nil {
+				conn.Close()
+				return err
+			}
+		}
+		return conn.Close()
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.cfg.URL, nil)
 	if err != nil {
 		return err
