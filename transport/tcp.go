@@ -189,7 +189,7 @@ type TCPServices struct {
 	killCtx  context.Context // cancelled to abort every open connection
 	killAll  context.CancelFunc
 	kill     <-chan struct{} // killCtx.Done()
-	wg       sync.WaitGroup // accept loops and connections
+	wg       sync.WaitGroup  // accept loops and connections
 
 	mu      sync.Mutex
 	started bool
