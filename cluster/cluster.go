@@ -536,6 +536,27 @@ func (c *Cluster) SetLoad(load []byte, timeout time.Duration) error {
 	return c.ml.UpdateNode(timeout)
 }
 
+// SetServices publishes the state of the TCP services this node offers
+// in its gossip metadata, blocking until memberlist has queued the update
+// (at most timeout). The map is not retained.
+func (c *Cluster) SetServices(svcs map[string]ServiceMeta, timeout time.Duration) error {
+	m := make(map[string]ServiceMeta, len(svcs))
+	for k, v := range svcs {
+		m[k] = v
+	}
+	if len(m) == 0 {
+		m = nil
+	}
+	c.mu.Lock()
+	c.meta.Services = m
+	err := c.publishMeta()
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return c.ml.UpdateNode(timeout)
+}
+
 // GossipAddr is the advertised gossip address.
 func (c *Cluster) GossipAddr() string { return c.gossipAddr }
 

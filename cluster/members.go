@@ -35,6 +35,8 @@ type Member struct {
 	// Leaving is true from when the member announced a graceful departure
 	// (it drains: it takes no new requests) until it is gone.
 	Leaving bool `json:"leaving,omitempty"`
+	// Services are the TCP services the member offers, by name.
+	Services map[string]ServiceMeta `json:"-"`
 }
 
 // Addresses are a member's reachable service addresses.
@@ -59,13 +61,14 @@ type memberEntry struct {
 
 func (e *memberEntry) toMember(status MemberStatus) Member {
 	return Member{
-		Name:    e.name,
-		Status:  status,
-		Zone:    e.meta.Zone,
-		Since:   e.since,
-		Serving: e.meta.Serving,
-		Load:    e.meta.Load,
-		Leaving: e.meta.Leaving,
+		Name:     e.name,
+		Status:   status,
+		Zone:     e.meta.Zone,
+		Since:    e.since,
+		Serving:  e.meta.Serving,
+		Services: e.meta.Services,
+		Load:     e.meta.Load,
+		Leaving:  e.meta.Leaving,
 		Addresses: Addresses{
 			Gossip: e.gossip, HTTP: e.meta.HTTP, Peer: e.meta.Peer, Raft: e.meta.Raft, API: e.meta.API,
 		},

@@ -40,6 +40,18 @@ type Meta struct {
 	// ClusterID names the Raft cluster whose state the node holds
 	// (clusterid.go); empty while it has none.
 	ClusterID string `json:"c,omitempty"`
+	// Services are the TCP services the node offers (has a backend for),
+	// with their live state.
+	Services map[string]ServiceMeta `json:"sv,omitempty"`
+}
+
+// ServiceMeta is what a node gossips about a TCP service it offers.
+type ServiceMeta struct {
+	// Healthy is true when the node's backend of the service passes its
+	// health check and the node is not draining.
+	Healthy bool `json:"ok,omitempty"`
+	// Open is the number of connections open to the node's backend.
+	Open int `json:"n,omitempty"`
 }
 
 // EncodeMeta serialises m for memberlist.

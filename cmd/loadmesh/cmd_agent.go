@@ -114,6 +114,7 @@ Press Ctrl-C to stop.
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the Raft log, stable store and snapshots")
 	f.StringVar(&cfg.Zone, "zone", cfg.Zone, "availability zone label")
 	f.StringSliceVar(&cfg.Tags, "tag", cfg.Tags, "node tag key=value, repeatable (cost_per_hour, spot, carbon_region, power_watts, or your own)")
+	f.StringArrayVar(&cfg.Services, "service", cfg.Services, "TCP passthrough service, repeatable: name=NAME,mode=tcp[,listen=IP:PORT][,backend=IP:PORT][,health=tcp://IP:PORT|http://URL|none][,proxy_protocol=v2][,balance=least-conn|consistent-hash|round-robin|random][,connect_timeout=5s][,idle_timeout=10m][,max_conns=N][,max_conns_per_client=N][,rate=N][,burst=N]")
 	f.StringVar(&cfg.Gossip, "gossip", cfg.Gossip, "gossip (memberlist) bind address IP:PORT")
 	f.StringVar(&cfg.Advertise, "advertise", "", "IP peers use to reach this node, when the bind address is not reachable")
 	f.StringVar(&cfg.Raft, "raft", cfg.Raft, "Raft transport bind address IP:PORT")

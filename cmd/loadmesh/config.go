@@ -80,6 +80,10 @@ func applySources(fs *pflag.FlagSet, configFile string, skip map[string]bool) (m
 		switch v := raw.(type) {
 		case []any:
 			for _, x := range v {
+				if m, ok := x.(map[string]any); ok {
+					vals = append(vals, mappingSpec(m))
+					continue
+				}
 				vals = append(vals, fmt.Sprint(x))
 			}
 		case nil:
@@ -111,8 +115,33 @@ func firstLine(s string) string {
 	return s
 }
 
+// mappingFlags are the list flags whose items may also be written as
+// mappings in a config file; mappingSpec turns such an item into the
+// flag's key=value,... form.
+var mappingFlags = map[string]bool{"service": true}
+
+// mappingSpec renders a mapping as key=value pairs joined by commas,
+// name first and the rest sorted, as --service takes them.
+func mappingSpec(m map[string]any) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		if k != "name" {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	if _, ok := m["name"]; ok {
+		keys = append([]string{"name"}, keys...)
+	}
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, k+"="+fmt.Sprint(m[k]))
+	}
+	return strings.Join(parts, ",")
+}
+
 // checkShape accepts a plain value, or a list of plain values for flags
-// that take a list.
+// that take a list (or of mappings of plain values, for mappingFlags).
 func checkShape(f *pflag.Flag, v any) error {
 	_, isList := f.Value.(pflag.SliceValue)
 	switch x := v.(type) {
@@ -123,6 +152,14 @@ func checkShape(f *pflag.Flag, v any) error {
 			return errors.New("want a single value, not a list")
 		}
 		for _, item := range x {
+			if m, ok := item.(map[string]any); ok && mappingFlags[f.Name] {
+				for k, mv := range m {
+					if !isScalar(mv) {
+						return fmt.Errorf("%s: want a plain value", k)
+					}
+				}
+				continue
+			}
 			if !isScalar(item) {
 				return errors.New("list items must be plain values")
 			}

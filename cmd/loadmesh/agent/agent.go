@@ -57,13 +57,17 @@ type Agent struct {
 	log  *slog.Logger
 	reg  *prometheus.Registry
 
-	dataDir    *store.DataDir
-	tmpDir     string
-	fsm        *store.FSM
-	cluster    *cluster.Cluster
-	demo       *demo.Server
-	backend    *transport.Backend
-	ingress    *transport.Ingress
+	dataDir *store.DataDir
+	tmpDir  string
+	fsm     *store.FSM
+	cluster *cluster.Cluster
+	demo    *demo.Server
+	backend *transport.Backend
+	ingress *transport.Ingress
+	// tcp runs the --service TCP services (nil without any); services
+	// places their connections.
+	tcp        *transport.TCPServices
+	services   *serviceView
 	httpLn     net.Listener
 	apiLn      net.Listener
 	mtls       *transport.MutualTLS
@@ -192,15 +196,47 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	pcfg.DialTimeout = min(a.cfg.DialTimeout, a.cfg.PeerTimeout)
 	pcfg.MaxIdleTimeout = a.cfg.PeerTimeout
 	pcfg.KeepAlivePeriod = a.cfg.PeerTimeout / 3
+	svcCfgs, err := parseServices(a.cfg.Services) // checked by Validate
+	if err != nil {
+		return err
+	}
+	if a.services, err = newServiceView(a.cfg.Name, a.cfg.Zone, svcCfgs); err != nil {
+		return err
+	}
+	a.peers.services = a.services
+	peerHandler := transport.PeerHandler(a.cfg.Name, a.admittedLocal())
 	a.peer, err = transport.NewPeerServer(pcfg, transport.PeerDeps{
-		TLS:        a.mtls,
-		Handler:    transport.PeerHandler(a.cfg.Name, a.admittedLocal()),
+		TLS: a.mtls,
+		// Relay streams of TCP services go to them; a.tcp is set before
+		// the peer server starts.
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if a.tcp != nil && transport.IsTunnel(r) {
+				a.tcp.ServeTunnel(w, r)
+				return
+			}
+			peerHandler.ServeHTTP(w, r)
+		}),
 		Authorize:  a.authorizePeer,
 		Logger:     a.log,
 		Registerer: a.reg,
 	})
 	if err != nil {
 		return err
+	}
+	if len(svcCfgs) > 0 {
+		a.tcp, err = transport.NewTCPServices(svcCfgs, transport.TCPServicesDeps{
+			Picker: a.services, Peers: a.peer.Client(), Logger: a.log, Registerer: a.reg,
+			OnHealthChange: func(string, bool) {
+				select { // gossip the change at once
+				case a.healthCh <- struct{}{}:
+				default:
+				}
+			},
+		})
+		if err != nil {
+			return err
+		}
+		a.services.svcs = a.tcp
 	}
 	if err := a.peer.Start(ctx); err != nil {
 		a.peer = nil
@@ -278,6 +314,13 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	a.peers.start(a.cluster, a.fsm)
 	if a.health != nil {
 		a.health.Start()
+	}
+	if a.tcp != nil {
+		a.publishServices(true)
+		if err := a.tcp.Start(); err != nil {
+			a.tcp = nil // nothing of it runs
+			return err
+		}
 	}
 	a.startLoadPublisher()
 	a.startLimits()
@@ -360,6 +403,13 @@ func (a *Agent) close(graceful bool) error {
 	a.stopPublisher()
 	a.stopSeries()
 	a.sec.stop()
+	if a.tcp != nil {
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if err := a.tcp.Shutdown(cctx); err != nil && graceful {
+			errs = append(errs, err)
+		}
+		cancel()
+	}
 	if a.peer != nil {
 		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		errs = append(errs, a.peer.Shutdown(cctx))

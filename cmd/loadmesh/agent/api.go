@@ -9,6 +9,7 @@ import (
 
 	"github.com/loadmesh/loadmesh/cluster"
 	"github.com/loadmesh/loadmesh/scheduler"
+	"github.com/loadmesh/loadmesh/transport"
 )
 
 // Status is the body of GET /v1/status.
@@ -20,6 +21,8 @@ type Status struct {
 	Members []MemberView       `json:"members"`
 	// TLS is when this node's certificates expire.
 	TLS *TLSStatus `json:"tls,omitempty"`
+	// Services are this node's TCP services with their figures.
+	Services []transport.TCPServiceStatus `json:"services,omitempty"`
 }
 
 // MemberView is a member with its last gossiped load and what this node's
@@ -27,6 +30,15 @@ type Status struct {
 type MemberView struct {
 	cluster.Member
 	Load *LoadView `json:"load,omitempty"`
+	// Services are the TCP services the member offers, as gossiped.
+	Services map[string]ServiceView `json:"services,omitempty"`
+}
+
+// ServiceView is a TCP service a member offers.
+type ServiceView struct {
+	Healthy bool `json:"healthy"`
+	// Open is the connections open to the member's backend.
+	Open int `json:"open_connections"`
 }
 
 // LoadView is a member's load summary as received by this node.
@@ -74,13 +86,21 @@ func (a *Agent) Status() Status {
 		backend = a.demo.URL()
 	}
 	return Status{
-		Node:    NodeStatus{Name: a.cfg.Name, Zone: a.cfg.Zone, State: state, Backend: backend},
-		Leader:  a.cluster.Leader(),
-		Raft:    a.cluster.RaftStatus(),
-		Plan:    PlanStatus{Version: plan.Version},
-		Members: a.memberViews(),
-		TLS:     a.sec.tlsStatus(),
+		Node:     NodeStatus{Name: a.cfg.Name, Zone: a.cfg.Zone, State: state, Backend: backend},
+		Leader:   a.cluster.Leader(),
+		Raft:     a.cluster.RaftStatus(),
+		Plan:     PlanStatus{Version: plan.Version},
+		Members:  a.memberViews(),
+		TLS:      a.sec.tlsStatus(),
+		Services: a.serviceStatus(),
 	}
+}
+
+func (a *Agent) serviceStatus() []transport.TCPServiceStatus {
+	if a.tcp == nil {
+		return nil
+	}
+	return a.tcp.Status()
 }
 
 // memberViews joins membership with gossiped load and scheduler state.
@@ -94,6 +114,12 @@ func (a *Agent) memberViews() []MemberView {
 	out := make([]MemberView, 0, len(members))
 	for _, m := range members {
 		mv := MemberView{Member: m}
+		if len(m.Services) > 0 {
+			mv.Services = make(map[string]ServiceView, len(m.Services))
+			for name, sm := range m.Services {
+				mv.Services[name] = ServiceView{Healthy: sm.Healthy, Open: sm.Open}
+			}
+		}
 		var l scheduler.Load
 		var age time.Duration
 		ok := false

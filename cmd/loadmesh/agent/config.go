@@ -24,7 +24,9 @@ type Config struct {
 	Zone    string `yaml:"zone"`
 	// Tags are key=value node tags (cost_per_hour, spot, carbon_region,
 	// power_watts, or anything else), gossiped and kept in the plan.
-	Tags            []string      `yaml:"tag"`
+	Tags []string `yaml:"tag"`
+	// Services are --service TCP passthrough services (ParseServiceSpec).
+	Services        []string      `yaml:"service"`
 	Gossip          string        `yaml:"gossip"`
 	Advertise       string        `yaml:"advertise"`
 	Raft            string        `yaml:"raft"`
@@ -216,6 +218,9 @@ func (c Config) Validate() error {
 	}
 	if c.Capacity < 1 {
 		add("--capacity %d must be at least 1", c.Capacity)
+	}
+	if _, err := parseServices(c.Services); err != nil {
+		errs = append(errs, err)
 	}
 	for _, j := range c.Join {
 		if err := cluster.ValidateJoinAddr(j); err != nil {

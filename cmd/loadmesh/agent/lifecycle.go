@@ -100,6 +100,9 @@ func (a *Agent) drainAndLeave(ctx context.Context) []error {
 	if a.peer != nil {
 		drain("peer channel", a.peer.Drain)
 	}
+	if a.tcp != nil {
+		drain("tcp services", a.tcp.Drain)
+	}
 	wg.Wait()
 	timedOut := dctx.Err() != nil
 	cancel()

@@ -57,6 +57,19 @@ func (a *Agent) setupScheduling(backendURL string) error {
 	return nil
 }
 
+// publishServices gossips the state of the TCP services this node
+// offers when it changed (or when force).
+func (a *Agent) publishServices(force bool) {
+	if a.tcp == nil || a.cluster == nil {
+		return
+	}
+	if m := a.services.gossipState(force); m != nil {
+		if err := a.cluster.SetServices(m, a.cfg.LoadInterval); err != nil {
+			a.log.Warn("publish tcp service state", "error", err)
+		}
+	}
+}
+
 // startLoadPublisher gossips this node's load summary every LoadInterval
 // (and at once when backend health flips), skipping rounds in which
 // nothing changed beyond quantisation, but at least every 4 intervals so
@@ -78,6 +91,7 @@ func (a *Agent) startLoadPublisher() {
 			case <-a.healthCh:
 				lastAt = time.Time{}
 			}
+			a.publishServices(lastAt.IsZero())
 			cpu, mem := a.sys.sample()
 			l := a.peers.meter.Load(a.cfg.Capacity, a.peers.health(), cpu, mem)
 			q := l.Quantize()

@@ -37,6 +37,8 @@ type peerView struct {
 	hashKey   func(*http.Request) string
 	log       *slog.Logger
 	selfState atomic.Value // scheduler.NodeState
+	// services places TCP service connections from the same picture.
+	services *serviceView
 
 	stopCh chan struct{}
 	wg     sync.WaitGroup
@@ -122,6 +124,7 @@ func (v *peerView) refresh(c *cluster.Cluster, plan *store.FSM) {
 		peers = append(peers, self)
 	}
 	v.sched.SetPeers(peers)
+	v.services.refresh(members, state)
 }
 
 // Pick implements transport.Picker.
