@@ -77,7 +77,10 @@ type bench struct {
 	halfClose map[string]string // "" when it works, else what happened
 
 	statusStart, statusEnd []agentStatus
-	leakCheck              string
+	// errByMeasure counts the agents' service errors during each
+	// measure: measure → "agent X: kind" → count.
+	errByMeasure map[string]map[string]float64
+	leakCheck    string
 }
 
 func run(ctx context.Context, cfg config) error {
@@ -394,9 +397,11 @@ func (b *bench) runRounds(ctx context.Context) error {
 			if err := b.alive(ctx); err != nil {
 				return err
 			}
+			done := b.errMark(ctx, p, "set-up")
 			cpu0 := procsCPU(p.Procs)
 			res := connRate(ctx, p.Addr[svcEcho], b.cfg.workers, b.cfg.duration, b.cfg.maxConns)
 			s := rateSample{rateResult: res, CPU: procsCPU(p.Procs) - cpu0}
+			done()
 			b.rate[p.Key] = append(b.rate[p.Key], s)
 			fmt.Printf("  %-8s set-up   %8.0f conns/s  p50 %6.0f µs  p99 %6.0f µs  proxy CPU %5.0f µs/conn  errors %d  timeouts %d%s\n",
 				p.Key, res.PerSec(), us(res.P50), us(res.P99), perOp(s.CPU, res.Conns), res.Errors, res.Timeouts, firstErr(res.FirstErr))
@@ -408,7 +413,9 @@ func (b *bench) runRounds(ctx context.Context) error {
 					if err := b.alive(ctx); err != nil {
 						return err
 					}
+					done := b.errMark(ctx, p, dir)
 					s := b.runBulk(ctx, p, dir)
+					done()
 					if dir == "upload" {
 						b.up[p.Key] = append(b.up[p.Key], s)
 					} else {
@@ -424,9 +431,11 @@ func (b *bench) runRounds(ctx context.Context) error {
 			if err := b.alive(ctx); err != nil {
 				return err
 			}
+			done := b.errMark(ctx, p, "TLS round trips")
 			cpu0 := procsCPU(p.Procs)
 			res := tlsRTT(ctx, p.Addr[svcTLSEcho], b.tlsClient, b.cfg.rttSize, b.cfg.rttWarm, b.cfg.rttN, b.cfg.rttTimeout)
 			s := rttSample{rttResult: res, CPU: procsCPU(p.Procs) - cpu0}
+			done()
 			b.rtt[p.Key] = append(b.rtt[p.Key], s)
 			fmt.Printf("  %-8s TLS rtt  p50 %6.0f µs  p99 %6.0f µs  p99.9 %6.0f µs  max %6.0f µs  handshake %5.1f ms%s\n",
 				p.Key, us(res.P50), us(res.P99), us(res.P999), us(res.Max), ms(res.Handshake), firstErr(res.Err))
@@ -440,7 +449,9 @@ func (b *bench) runRounds(ctx context.Context) error {
 				if err := b.alive(ctx); err != nil {
 					return err
 				}
+				done := b.errMark(ctx, p, "memory")
 				s := b.runMem(ctx, p)
+				done()
 				b.mem[p.Key] = append(b.mem[p.Key], s)
 				fmt.Printf("  %-8s memory   %s%s\n", p.Key, b.memText(p, s), firstErr(s.Err))
 			}
@@ -612,4 +623,30 @@ func (b *bench) memText(p *path, s memSample) string {
 		parts = append(parts, fmt.Sprintf("%d connections still open after close", s.OpenAfterClose))
 	}
 	return strings.Join(parts, "; ")
+}
+
+// errMark reads the agents' service error counters before a measure on
+// the loadmesh path; the returned function reads them again and adds
+// the difference to errByMeasure[measure].
+func (b *bench) errMark(ctx context.Context, p *path, measure string) func() {
+	if p.Key != pathLoadmesh {
+		return func() {}
+	}
+	before := serviceErrors(b.agentStatuses(ctx))
+	return func() {
+		after := serviceErrors(b.agentStatuses(ctx))
+		if b.errByMeasure == nil {
+			b.errByMeasure = map[string]map[string]float64{}
+		}
+		for agent, kinds := range after {
+			for k, v := range kinds {
+				if d := v - before[agent][k]; d > 0 {
+					if b.errByMeasure[measure] == nil {
+						b.errByMeasure[measure] = map[string]float64{}
+					}
+					b.errByMeasure[measure][agent+": "+k] += d
+				}
+			}
+		}
+	}
 }

@@ -626,6 +626,9 @@ func (b *bench) textReport() string {
 	}
 	if b.lm != nil {
 		fmt.Fprintf(&sb, "\nagents' service errors during the rounds: %s\n", b.errorDelta())
+		if by := b.errorsByMeasure(); by != "" {
+			fmt.Fprintf(&sb, "  by measure: %s\n", by)
+		}
 		sb.WriteString("agents' service counters (GET /v1/status) at the end:\n")
 		for _, l := range statusLines(b.statusEnd) {
 			fmt.Fprintf(&sb, "  %s\n", l)
@@ -702,6 +705,9 @@ func (b *bench) markdown() string {
 			sb.WriteString("After the last round both agents reported no open connection.\n\n")
 		}
 		fmt.Fprintf(&sb, "Error counters of the agents' services during the rounds (GET /v1/status, end minus start): %s.\n\n", b.errorDelta())
+		if by := b.errorsByMeasure(); by != "" {
+			fmt.Fprintf(&sb, "By measure (all rounds): %s.\n\n", by)
+		}
 		sb.WriteString("<details><summary>the agents' service counters at the end (GET /v1/status)</summary>\n\n")
 		for _, l := range statusLines(b.statusEnd) {
 			fmt.Fprintf(&sb, "- `%s`\n", l)
@@ -848,6 +854,24 @@ func (b *bench) errorDelta() string {
 			kinds = []string{"none"}
 		}
 		parts = append(parts, l+": "+strings.Join(kinds, ", "))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// errorsByMeasure renders errByMeasure: "set-up: agent A: relay 2; …".
+func (b *bench) errorsByMeasure() string {
+	var parts []string
+	for _, m := range []string{"set-up", "upload", "download", "TLS round trips", "memory"} {
+		kinds := b.errByMeasure[m]
+		if len(kinds) == 0 {
+			continue
+		}
+		var ks []string
+		for k, v := range kinds {
+			ks = append(ks, fmt.Sprintf("%s %.0f", k, v))
+		}
+		sort.Strings(ks)
+		parts = append(parts, m+": "+strings.Join(ks, ", "))
 	}
 	return strings.Join(parts, "; ")
 }

@@ -205,6 +205,10 @@ func TestStatusParsing(t *testing.T) {
 	if got := b.errorDelta(); got != "agent A: dial 3; agent B: none" {
 		t.Errorf("errorDelta = %q", got)
 	}
+	b.errByMeasure = map[string]map[string]float64{"memory": {"agent B: dial": 1}, "set-up": {"agent A: relay": 2, "agent A: dial": 1}}
+	if got := b.errorsByMeasure(); got != "set-up: agent A: dial 1, agent A: relay 2; memory: agent B: dial 1" {
+		t.Errorf("errorsByMeasure = %q", got)
+	}
 	if got := flatJSON(map[string]any{"b": 1.0, "a": map[string]any{"x": "y"}}); got != "a.x=y b=1" {
 		t.Errorf("flatJSON = %q", got)
 	}
