@@ -22,7 +22,15 @@ type Status struct {
 	// TLS is when this node's certificates expire.
 	TLS *TLSStatus `json:"tls,omitempty"`
 	// Services are this node's TCP services with their figures.
-	Services []transport.TCPServiceStatus `json:"services,omitempty"`
+	Services []ServiceStatus `json:"services,omitempty"`
+}
+
+// ServiceStatus is one of this node's TCP services: its figures and,
+// for a service it accepts connections for, the nodes it may place them
+// on now (offering it, healthy for it, taking traffic in the plan).
+type ServiceStatus struct {
+	transport.TCPServiceStatus
+	Candidates []string `json:"candidates,omitempty"`
 }
 
 // MemberView is a member with its last gossiped load and what this node's
@@ -96,11 +104,15 @@ func (a *Agent) Status() Status {
 	}
 }
 
-func (a *Agent) serviceStatus() []transport.TCPServiceStatus {
+func (a *Agent) serviceStatus() []ServiceStatus {
 	if a.tcp == nil {
 		return nil
 	}
-	return a.tcp.Status()
+	var out []ServiceStatus
+	for _, s := range a.tcp.Status() {
+		out = append(out, ServiceStatus{TCPServiceStatus: s, Candidates: a.services.candidates(s.Name)})
+	}
+	return out
 }
 
 // memberViews joins membership with gossiped load and scheduler state.

@@ -138,8 +138,9 @@ type serviceView struct {
 	zone  string
 	svcs  *transport.TCPServices
 	sched map[string]*scheduler.Scheduler // by service; fixed after setup
-	// placedLocal counts what each service placed on this node (status).
-	mu sync.Mutex
+	// cands holds each service's eligible node names, for status.
+	mu    sync.Mutex
+	cands map[string][]string
 	// published is the last service state gossiped, to skip unchanged
 	// updates.
 	published atomic.Pointer[map[string]cluster.ServiceMeta]
@@ -158,6 +159,10 @@ func newServiceView(self, zone string, cfgs []transport.TCPServiceConfig) (*serv
 		switch c.Balance {
 		case transport.BalanceConsistentHash:
 			scfg.Policy = scheduler.PolicyConsistentHash
+			// Client affinity, as HAProxy's balance source: a client
+			// moves only when its node leaves the rotation (or holds 100
+			// times the average), not whenever it is a little busier.
+			scfg.Balance.LoadFactor = 100
 		case transport.BalanceRoundRobin:
 			scfg.Policy = scheduler.PolicyWeightedRoundRobin
 		case transport.BalanceRandom:
@@ -210,7 +215,27 @@ func (v *serviceView) refresh(members []cluster.Member, state func(string) sched
 			})
 		}
 		s.SetPeers(peers)
+		var names []string
+		for i := range peers {
+			if peers[i].Eligible() {
+				names = append(names, peers[i].Name)
+			}
+		}
+		sort.Strings(names)
+		v.mu.Lock()
+		if v.cands == nil {
+			v.cands = map[string][]string{}
+		}
+		v.cands[name] = names
+		v.mu.Unlock()
 	}
+}
+
+// candidates are the nodes service's connections may go to now.
+func (v *serviceView) candidates(service string) []string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.cands[service]
 }
 
 // PickConn implements transport.TCPPicker.
@@ -264,14 +289,4 @@ func equalServiceMeta(a, b map[string]cluster.ServiceMeta) bool {
 		}
 	}
 	return true
-}
-
-// memberServices lists the services a member offers, for /v1/members.
-func memberServices(m cluster.Member) []string {
-	out := make([]string, 0, len(m.Services))
-	for k := range m.Services {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
