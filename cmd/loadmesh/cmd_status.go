@@ -112,6 +112,7 @@ func newStatusCmd() *cobra.Command {
 		}
 		fmt.Fprintf(out, "Plan:    version %d\n\n", st.Plan.Version)
 		printMembers(out, st.Members, st.Leader)
+		printServices(out, st.Services, st.Members)
 		return nil
 	}
 	return cmd
@@ -177,6 +178,61 @@ func printMembers(w io.Writer, members []agent.MemberView, leader string) {
 	if leader != "" {
 		fmt.Fprintln(w, "(* = raft leader)")
 	}
+}
+
+// printServices lists this node's TCP services and, per service, the
+// members offering it.
+func printServices(w io.Writer, svcs []agent.ServiceStatus, members []agent.MemberView) {
+	if len(svcs) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE	LISTEN	BACKEND	HEALTH	OPEN	ACCEPTED	IN	OUT	ERRORS	OFFERED BY	PLACES ON	")
+	for _, s := range svcs {
+		listen, backend, health := s.Listen, s.Backend, "-"
+		if listen == "" {
+			listen = "-"
+		}
+		if backend == "" {
+			backend = "-"
+		} else if s.Healthy {
+			health = "healthy"
+		} else {
+			health = "unhealthy"
+		}
+		var errs uint64
+		for _, n := range s.Errors {
+			errs += n
+		}
+		var offered []string
+		for _, m := range members {
+			if sv, ok := m.Services[s.Name]; ok {
+				mark := ""
+				if !sv.Healthy {
+					mark = " (unhealthy)"
+				}
+				offered = append(offered, fmt.Sprintf("%s[%d]%s", m.Name, sv.Open, mark))
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d\t%s\t%s\t%d\t%s\t%s\t\n",
+			s.Name, listen, backend, health, s.OpenClients, s.OpenBackend, s.Accepted,
+			fmtBytes(s.BytesUp), fmtBytes(s.BytesDown), errs, listOrNone(offered), listOrNone(s.Candidates))
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "(OPEN = client connections here / connections to this node's backend; OFFERED BY = node[open connections])")
+}
+
+func fmtBytes(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1fGiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1fMiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1fKiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%dB", n)
 }
 
 func fmtSeconds(s float64) string {

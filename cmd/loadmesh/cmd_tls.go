@@ -113,6 +113,14 @@ func refuseOverwrite(files ...string) error {
 }
 
 func writeFiles(public, secret map[string][]byte) error {
+	for _, m := range []map[string][]byte{public, secret} {
+		for name := range m {
+			// The directory holds keys: only its owner may list it.
+			if err := os.MkdirAll(filepath.Dir(name), 0o700); err != nil {
+				return err
+			}
+		}
+	}
 	for name, b := range public {
 		if err := os.WriteFile(name, b, 0o644); err != nil {
 			return err

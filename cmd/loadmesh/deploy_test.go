@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	lmagent "github.com/loadmesh/loadmesh/cmd/loadmesh/agent"
 )
 
 // deployDir is the repository's deploy/ directory.
@@ -115,6 +117,19 @@ func TestDeployFilesUseRealFlags(t *testing.T) {
 		cmd := newAgentCmd()
 		if _, err := applySources(cmd.Flags(), f, nil); err != nil {
 			t.Errorf("%s does not load: %v", f, err)
+		}
+		// Its TCP services are valid.
+		specs, err := cmd.Flags().GetStringArray("service")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, spec := range specs {
+			if _, err := lmagent.ParseServiceSpec(spec); err != nil {
+				t.Errorf("%s: %v", f, err)
+			}
+		}
+		if strings.Contains(f, "xroad") && len(specs) != 2 {
+			t.Errorf("%s: %d services loaded, want 2: %q", f, len(specs), specs)
 		}
 	}
 

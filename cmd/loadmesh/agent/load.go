@@ -65,7 +65,7 @@ func (a *Agent) publishServices(force bool) {
 	}
 	if m := a.services.gossipState(force); m != nil {
 		if err := a.cluster.SetServices(m, a.cfg.LoadInterval); err != nil {
-			a.log.Warn("publish tcp service state", "error", err)
+			a.log.Debug("publish tcp service state", "error", err)
 		}
 	}
 }
