@@ -60,8 +60,18 @@ type memSample struct {
 }
 
 type bench struct {
-	cfg       config
-	ps        *benchproc.Procs
+	cfg config
+	// ps holds the backends, which run for the whole benchmark.
+	ps *benchproc.Procs
+	// proxies holds the current generation of HAProxy and the agents:
+	// they are started afresh before each memory run (see restart).
+	proxies   *benchproc.Procs
+	gens      []*benchproc.Procs
+	genProcs  []*benchproc.Proc
+	gen       int
+	ports     benchproc.Ports
+	beAddr    map[string]string
+	agentTLS  string // directory of the cluster CA and node certificates
 	info      machineInfo
 	haproxy   string
 	paths     []*path
@@ -76,7 +86,7 @@ type bench struct {
 	mem       map[string][]memSample
 	halfClose map[string]string // "" when it works, else what happened
 
-	statusStart, statusEnd []agentStatus
+	statusEnd []agentStatus
 	// errByMeasure counts the agents' service errors during each
 	// measure: measure → "agent X: kind" → count.
 	errByMeasure map[string]map[string]float64
@@ -104,6 +114,11 @@ func run(ctx context.Context, cfg config) error {
 	b.cfg.bin = bin
 	b.ps = &benchproc.Procs{Dir: b.cfg.workDir, PIDFile: cfg.pidFile}
 	defer b.ps.Stop()
+	defer func() {
+		for _, g := range b.gens {
+			g.Stop()
+		}
+	}()
 
 	b.info = readMachineInfo(cfg.version)
 	fmt.Print(b.info.text())
@@ -127,10 +142,6 @@ func run(ctx context.Context, cfg config) error {
 	}
 	fmt.Printf("setup done in %s\n", time.Since(b.started).Round(time.Millisecond))
 	b.checkHalfClose(ctx)
-	b.warmUp(ctx)
-	if b.lm != nil {
-		b.statusStart = b.agentStatuses(ctx)
-	}
 	if err := b.runRounds(ctx); err != nil {
 		return err
 	}
@@ -165,19 +176,10 @@ func (b *bench) note(s string) {
 	b.notes = append(b.notes, s)
 }
 
-// setup starts the backends, HAProxy and the agents, and waits until
-// every service answers on every path.
+// setup starts the backends, then the first generation of proxies.
 func (b *bench) setup(ctx context.Context) error {
 	dir := b.cfg.workDir
-	pp := benchproc.Ports{}
-	var perr error
-	port := func() string {
-		n, err := pp.Next()
-		if err != nil {
-			perr = err
-		}
-		return benchproc.Addr(n)
-	}
+	b.ports = benchproc.Ports{}
 
 	// Backends, in a subprocess of their own.
 	certPEM, keyPEM, err := selfSigned()
@@ -194,14 +196,13 @@ func (b *bench) setup(ctx context.Context) error {
 	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
 		return err
 	}
-	beAddr := map[string]string{}
+	b.beAddr = map[string]string{}
 	args := []string{"backend", "-tls-cert", certFile, "-tls-key", keyFile}
 	for _, s := range services {
-		beAddr[s] = port()
-		args = append(args, "-"+s, beAddr[s])
-	}
-	if perr != nil {
-		return perr
+		if b.beAddr[s], err = b.port(); err != nil {
+			return err
+		}
+		args = append(args, "-"+s, b.beAddr[s])
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -210,49 +211,70 @@ func (b *bench) setup(ctx context.Context) error {
 	if _, err := b.ps.Start("backends", self, args...); err != nil {
 		return err
 	}
-	if b.want(pathDirect) {
-		b.paths = append(b.paths, &path{Key: pathDirect, Name: "backend directly (no proxy)", Addr: beAddr})
-	}
 	// The backends must answer before anything is put in front of them.
-	if err := b.waitPath(ctx, &path{Key: "backends", Name: "backends", Addr: beAddr}, 15*time.Second); err != nil {
+	if err := b.waitPath(ctx, &path{Key: "backends", Name: "backends", Addr: b.beAddr}, 15*time.Second); err != nil {
 		return err
 	}
+	if b.want(pathLoadmesh) {
+		if err := b.makeAgentTLS(ctx); err != nil {
+			return err
+		}
+	}
+	return b.startProxies(ctx)
+}
 
+func (b *bench) port() (string, error) {
+	n, err := b.ports.Next()
+	return benchproc.Addr(n), err
+}
+
+// startProxies starts a new generation of HAProxy and the two agents, on
+// new ports with new data directories, and waits until every service
+// answers on every path.
+func (b *bench) startProxies(ctx context.Context) error {
+	b.gen++
+	dir := filepath.Join(b.cfg.workDir, fmt.Sprintf("gen%d", b.gen))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	b.proxies = &benchproc.Procs{Dir: dir, PIDFile: b.cfg.pidFile}
+	b.gens = append(b.gens, b.proxies)
+	b.genProcs = nil
+	b.paths, b.lm = nil, nil
+	if b.want(pathDirect) {
+		b.paths = append(b.paths, &path{Key: pathDirect, Name: "backend directly (no proxy)", Addr: b.beAddr})
+	}
 	if b.haproxy != "" {
 		hp := &path{Key: pathHAProxy, Name: "HAProxy (mode tcp) → backend", Addr: map[string]string{}, Labels: []string{"HAProxy"}}
 		var ls []haproxyListen
 		for _, s := range services {
-			hp.Addr[s] = port()
-			ls = append(ls, haproxyListen{Name: s, Bind: hp.Addr[s], Server: beAddr[s]})
-		}
-		if perr != nil {
-			return perr
+			var err error
+			if hp.Addr[s], err = b.port(); err != nil {
+				return err
+			}
+			ls = append(ls, haproxyListen{Name: s, Bind: hp.Addr[s], Server: b.beAddr[s]})
 		}
 		cfgPath := filepath.Join(dir, "haproxy.cfg")
 		conf := haproxyConfig(runtime.NumCPU(), max(4000, b.cfg.idle+b.cfg.workers+1000), ls)
 		if err := os.WriteFile(cfgPath, []byte(conf), 0o644); err != nil {
 			return err
 		}
-		p, err := b.ps.Start("haproxy", b.haproxy, "-db", "-f", cfgPath)
+		p, err := b.proxies.Start("haproxy", b.haproxy, "-db", "-f", cfgPath)
 		if err != nil {
 			return err
 		}
 		hp.Procs = []*benchproc.Proc{p}
+		b.genProcs = append(b.genProcs, p)
 		b.paths = append(b.paths, hp)
 	}
-
 	if b.want(pathLoadmesh) {
-		lm, err := b.startAgents(ctx, port, beAddr)
+		lm, err := b.startAgents(dir)
 		if err != nil {
 			return err
-		}
-		if perr != nil {
-			return perr
 		}
 		b.lm = lm
 		b.paths = append(b.paths, lm)
 	}
-
 	for _, p := range b.paths {
 		if err := b.waitPath(ctx, p, 60*time.Second); err != nil {
 			return err
@@ -266,15 +288,33 @@ func (b *bench) setup(ctx context.Context) error {
 	return nil
 }
 
-// startAgents starts a two-node cluster with mutual TLS, as lmbench does:
-// B offers every service (backend only), A listens for every service (no
-// backend), so every connection through A is relayed to B.
-func (b *bench) startAgents(ctx context.Context, port func() string, beAddr map[string]string) (*path, error) {
-	dir := b.cfg.workDir
-	tlsDir := filepath.Join(dir, "tls")
+// restart replaces HAProxy and the agents by fresh processes (SIGKILL,
+// by PID), so that a memory run measures what its connections add to a
+// process that has not yet grown a heap or pools for earlier runs: a Go
+// runtime, like HAProxy's pools, keeps freed memory and reuses it, which
+// would hide the cost of later runs' connections.
+func (b *bench) restart(ctx context.Context) error {
+	for _, p := range b.genProcs {
+		if err := p.Kill(); err != nil {
+			return err
+		}
+	}
+	t0 := time.Now()
+	if err := b.startProxies(ctx); err != nil {
+		return err
+	}
+	fmt.Printf("  fresh HAProxy and agents (generation %d) ready in %s\n", b.gen, time.Since(t0).Round(time.Millisecond))
+	return nil
+}
+
+// makeAgentTLS creates the cluster CA and the certificates of nodes a
+// and b, as lmbench does.
+func (b *bench) makeAgentTLS(ctx context.Context) error {
+	tlsDir := filepath.Join(b.cfg.workDir, "tls")
+	b.agentTLS = tlsDir
 	ca, caKey := filepath.Join(tlsDir, "loadmesh-ca.pem"), filepath.Join(tlsDir, "loadmesh-ca-key.pem")
 	if err := os.MkdirAll(tlsDir, 0o700); err != nil {
-		return nil, err
+		return err
 	}
 	cmds := [][]string{{"tls", "ca", "create", "--dir", tlsDir}}
 	for _, n := range []string{"a", "b"} {
@@ -282,36 +322,54 @@ func (b *bench) startAgents(ctx context.Context, port func() string, beAddr map[
 	}
 	for _, c := range cmds {
 		if out, err := exec.CommandContext(ctx, b.cfg.bin, c...).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("loadmesh %s: %w: %s", strings.Join(c, " "), err, out)
+			return fmt.Errorf("loadmesh %s: %w: %s", strings.Join(c, " "), err, out)
 		}
 	}
+	return nil
+}
+
+// startAgents starts a two-node cluster with mutual TLS, as lmbench does:
+// B offers every service (backend only), A listens for every service (no
+// backend), so every connection through A is relayed to B.
+func (b *bench) startAgents(dir string) (*path, error) {
+	tlsDir := b.agentTLS
 	type agentPorts struct{ gossip, raft, peer, http, api string }
-	pa := agentPorts{port(), port(), port(), port(), port()}
-	pb := agentPorts{port(), port(), port(), port(), port()}
+	var ports []string
+	for range 10 + len(services) {
+		p, err := b.port()
+		if err != nil {
+			return nil, err
+		}
+		ports = append(ports, p)
+	}
+	pa := agentPorts{ports[0], ports[1], ports[2], ports[3], ports[4]}
+	pb := agentPorts{ports[5], ports[6], ports[7], ports[8], ports[9]}
 	agentArgs := func(name string, p agentPorts) []string {
 		return []string{"agent", "--name", name, "--data-dir", filepath.Join(dir, "data-"+name),
 			"--gossip", p.gossip, "--raft", p.raft, "--peer", p.peer,
 			"--http", p.http, "--api", p.api, "--bootstrap-expect", "2",
-			"--tls-ca", ca, "--tls-cert", filepath.Join(tlsDir, name+".pem"),
+			"--tls-ca", filepath.Join(tlsDir, "loadmesh-ca.pem"), "--tls-cert", filepath.Join(tlsDir, name+".pem"),
 			"--tls-key", filepath.Join(tlsDir, name+"-key.pem"), "--log-level", "warn"}
 	}
 	lm := &path{Key: pathLoadmesh, Name: "loadmesh A → QUIC+mTLS → B → backend", Addr: map[string]string{},
 		Labels: []string{"agent A", "agent B"}, API: []string{pa.api, pb.api}}
 	argsA, argsB := agentArgs("a", pa), agentArgs("b", pb)
-	for _, s := range services {
-		lm.Addr[s] = port()
-		argsB = append(argsB, "--service", serviceSpec(s, "", beAddr[s], b.cfg.serviceOpts))
+	for i, s := range services {
+		lm.Addr[s] = ports[10+i]
+		argsB = append(argsB, "--service", serviceSpec(s, "", b.beAddr[s], b.cfg.serviceOpts))
 		argsA = append(argsA, "--service", serviceSpec(s, lm.Addr[s], "", b.cfg.serviceOpts))
 	}
 	argsA = append(argsA, "--join", pb.gossip)
-	pB, err := b.ps.Start("agent-b", b.cfg.bin, argsB...)
+	pB, err := b.proxies.Start("agent-b", b.cfg.bin, argsB...)
 	if err != nil {
 		return nil, err
 	}
-	pA, err := b.ps.Start("agent-a", b.cfg.bin, argsA...)
+	b.genProcs = append(b.genProcs, pB)
+	pA, err := b.proxies.Start("agent-a", b.cfg.bin, argsA...)
 	if err != nil {
 		return nil, err
 	}
+	b.genProcs = append(b.genProcs, pA)
 	lm.Procs = []*benchproc.Proc{pA, pB}
 	return lm, nil
 }
@@ -341,7 +399,7 @@ func (b *bench) waitPath(ctx context.Context, p *path, limit time.Duration) erro
 			if err == nil {
 				break
 			}
-			if derr := b.ps.Dead(); derr != nil {
+			if derr := b.deadProc(); derr != nil {
 				return derr
 			}
 			if time.Now().After(deadline) || ctx.Err() != nil {
@@ -371,18 +429,21 @@ func (b *bench) checkHalfClose(ctx context.Context) {
 	}
 }
 
-// warmUp runs each measure briefly on each path (not recorded).
+// warmUp runs each measure briefly through each proxy (not recorded),
+// so that fresh processes reach their steady state.
 func (b *bench) warmUp(ctx context.Context) {
-	fmt.Println("warming up")
 	for _, p := range b.paths {
-		connRate(ctx, p.Addr[svcEcho], b.cfg.workers, 500*time.Millisecond, b.cfg.maxConns)
-		if b.cfg.bulkSize > 0 {
-			upload(ctx, p.Addr[svcSink], min(b.cfg.bulkSize, 32<<20), b.cfg.bulkTimeout)
-			download(ctx, p.Addr[svcSource], min(b.cfg.bulkSize, 32<<20), b.cfg.bulkTimeout)
+		if len(p.Procs) == 0 {
+			continue
 		}
-		tlsRTT(ctx, p.Addr[svcTLSEcho], b.tlsClient, b.cfg.rttSize, 0, 500, b.cfg.rttTimeout)
+		connRate(ctx, p.Addr[svcEcho], b.cfg.workers, 300*time.Millisecond, b.cfg.maxConns)
+		if b.cfg.bulkSize > 0 {
+			upload(ctx, p.Addr[svcSink], min(b.cfg.bulkSize, 16<<20), b.cfg.bulkTimeout)
+			download(ctx, p.Addr[svcSource], min(b.cfg.bulkSize, 16<<20), b.cfg.bulkTimeout)
+		}
+		tlsRTT(ctx, p.Addr[svcTLSEcho], b.tlsClient, b.cfg.rttSize, 0, 300, b.cfg.rttTimeout)
 	}
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(200 * time.Millisecond)
 }
 
 // runRounds measures every path, rounds times, rotating the order of the
@@ -391,8 +452,33 @@ func (b *bench) warmUp(ctx context.Context) {
 func (b *bench) runRounds(ctx context.Context) error {
 	pause := func() { time.Sleep(200 * time.Millisecond) }
 	for r := range b.cfg.rounds {
-		order := rotate(b.paths, r)
 		fmt.Printf("round %d/%d (load avg %s)\n", r+1, b.cfg.rounds, loadAvg())
+		// The memory run comes first, on fresh proxies (see restart);
+		// without it the proxies live through every round.
+		if b.cfg.idle > 0 && r > 0 {
+			if err := b.restart(ctx); err != nil {
+				return err
+			}
+		}
+		order := rotate(b.paths, r)
+		if b.cfg.idle > 0 {
+			for _, p := range order {
+				if len(p.Procs) == 0 {
+					continue
+				}
+				if err := b.alive(ctx); err != nil {
+					return err
+				}
+				done := b.errMark(ctx, p, "memory")
+				s := b.runMem(ctx, p)
+				done()
+				b.mem[p.Key] = append(b.mem[p.Key], s)
+				fmt.Printf("  %-8s memory   %s%s\n", p.Key, b.memText(p, s), firstErr(s.Err))
+			}
+		}
+		if b.cfg.idle > 0 || r == 0 {
+			b.warmUp(ctx)
+		}
 		for _, p := range order {
 			if err := b.alive(ctx); err != nil {
 				return err
@@ -441,21 +527,6 @@ func (b *bench) runRounds(ctx context.Context) error {
 				p.Key, us(res.P50), us(res.P99), us(res.P999), us(res.Max), ms(res.Handshake), firstErr(res.Err))
 			pause()
 		}
-		if b.cfg.idle > 0 {
-			for _, p := range order {
-				if len(p.Procs) == 0 {
-					continue
-				}
-				if err := b.alive(ctx); err != nil {
-					return err
-				}
-				done := b.errMark(ctx, p, "memory")
-				s := b.runMem(ctx, p)
-				done()
-				b.mem[p.Key] = append(b.mem[p.Key], s)
-				fmt.Printf("  %-8s memory   %s%s\n", p.Key, b.memText(p, s), firstErr(s.Err))
-			}
-		}
 	}
 	return ctx.Err()
 }
@@ -465,7 +536,19 @@ func (b *bench) alive(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return b.ps.Dead()
+	return b.deadProc()
+}
+
+// deadProc names a started process of the current generation (or a
+// backend) that has exited.
+func (b *bench) deadProc() error {
+	if err := b.ps.Dead(); err != nil {
+		return err
+	}
+	if b.proxies != nil {
+		return b.proxies.Dead()
+	}
+	return nil
 }
 
 func firstErr(s string) string {

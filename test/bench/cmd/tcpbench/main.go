@@ -84,7 +84,7 @@ func main() {
 	flag.IntVar(&cfg.idleEcho, "idle-echo", 64<<10, "memory: bytes echoed through each idle connection in the second phase")
 	flag.Float64Var(&cfg.memLimitKiB, "mem-limit", 128, "memory: KiB of RSS per connection that each agent must stay under")
 	flag.StringVar(&cfg.serviceOpts, "service-opts", "", "extra comma-separated options for every --service of both agents (e.g. balance=round-robin)")
-	flag.DurationVar(&cfg.settle, "settle", time.Second, "memory: pause before each RSS reading")
+	flag.DurationVar(&cfg.settle, "settle", 500*time.Millisecond, "memory: pause before each RSS reading")
 	dieWithParent := flag.Bool("die-with-parent", false, "get SIGTERM when the parent process dies (for test/bench/run.sh)")
 	flag.Parse()
 	if *dieWithParent {

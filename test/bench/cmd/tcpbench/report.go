@@ -625,7 +625,7 @@ func (b *bench) textReport() string {
 		fmt.Fprintf(&sb, "  [%s] %s\n", verdict(t), t.text)
 	}
 	if b.lm != nil {
-		fmt.Fprintf(&sb, "\nagents' service errors during the rounds: %s\n", b.errorDelta())
+		fmt.Fprintf(&sb, "\nagents' service errors during the measures: %s\n", b.errorDelta())
 		if by := b.errorsByMeasure(); by != "" {
 			fmt.Fprintf(&sb, "  by measure: %s\n", by)
 		}
@@ -676,7 +676,7 @@ func (b *bench) markdown() string {
 		"Set-up: %d workers for %s per run, each connection a dial, a 1-byte echo and a close. "+
 		"Long streams: %d MiB over one connection each way (MB = 10⁶ bytes). "+
 		"TLS: one connection per run, %d unmeasured round trips, then %d measured. "+
-		"Memory: %d connections, each proven by a 1-byte echo, VmRSS of the proxy processes read %s after they are all open "+
+		"Memory: on fresh proxy processes each round, %d connections, each proven by a 1-byte echo, VmRSS of the proxy processes read %s after they are all open "+
 		"(and again after %d KiB went through each), minus VmRSS before.\n\n",
 		b.cfg.rounds, b.cfg.workers, b.cfg.duration, b.cfg.bulkSize>>20, b.cfg.rttWarm, b.cfg.rttN, b.cfg.idle, b.cfg.settle, b.cfg.idleEcho>>10)
 	sb.WriteString(mdRow(header))
@@ -704,7 +704,7 @@ func (b *bench) markdown() string {
 		} else {
 			sb.WriteString("After the last round both agents reported no open connection.\n\n")
 		}
-		fmt.Fprintf(&sb, "Error counters of the agents' services during the rounds (GET /v1/status, end minus start): %s.\n\n", b.errorDelta())
+		fmt.Fprintf(&sb, "Error counters of the agents' services during the measures (GET /v1/status before and after each): %s.\n\n", b.errorDelta())
 		if by := b.errorsByMeasure(); by != "" {
 			fmt.Fprintf(&sb, "By measure (all rounds): %s.\n\n", by)
 		}
@@ -838,15 +838,21 @@ func replaceSection(doc, generated string) string {
 }
 
 // errorDelta names the errors the agents' services counted during the
-// rounds, by agent and kind.
+// measures (each read before and after), by agent and kind, all rounds
+// together.
 func (b *bench) errorDelta() string {
-	start, end := serviceErrors(b.statusStart), serviceErrors(b.statusEnd)
+	total := map[string]float64{}
+	for _, kinds := range b.errByMeasure {
+		for k, v := range kinds {
+			total[k] += v
+		}
+	}
 	var parts []string
 	for _, l := range b.lm.Labels {
 		var kinds []string
-		for k, v := range end[l] {
-			if d := v - start[l][k]; d > 0 {
-				kinds = append(kinds, fmt.Sprintf("%s %.0f", k, d))
+		for k, v := range total {
+			if kind, ok := strings.CutPrefix(k, l+": "); ok {
+				kinds = append(kinds, fmt.Sprintf("%s %.0f", kind, v))
 			}
 		}
 		sort.Strings(kinds)

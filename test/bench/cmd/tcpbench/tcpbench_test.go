@@ -198,16 +198,16 @@ func TestStatusParsing(t *testing.T) {
 	if len(errorsOf(map[string]any{"name": "x"})) != 0 {
 		t.Error("errors without the field")
 	}
-	b := &bench{lm: &path{Labels: []string{"agent A", "agent B"}},
-		statusStart: []agentStatus{{Label: "agent A", Services: []map[string]any{svc}}},
-		statusEnd: []agentStatus{{Label: "agent A", Services: []map[string]any{
-			{"name": "echo", "errors": map[string]any{"dial": 5.0, "reset": 1.0}}}}}}
-	if got := b.errorDelta(); got != "agent A: dial 3; agent B: none" {
-		t.Errorf("errorDelta = %q", got)
+	b := &bench{lm: &path{Labels: []string{"agent A", "agent B"}}}
+	if got := b.errorDelta(); got != "agent A: none; agent B: none" {
+		t.Errorf("errorDelta without errors = %q", got)
 	}
 	b.errByMeasure = map[string]map[string]float64{"memory": {"agent B: dial": 1}, "set-up": {"agent A: relay": 2, "agent A: dial": 1}}
 	if got := b.errorsByMeasure(); got != "set-up: agent A: dial 1, agent A: relay 2; memory: agent B: dial 1" {
 		t.Errorf("errorsByMeasure = %q", got)
+	}
+	if got := b.errorDelta(); got != "agent A: dial 1, relay 2; agent B: dial 1" {
+		t.Errorf("errorDelta = %q", got)
 	}
 	if got := flatJSON(map[string]any{"b": 1.0, "a": map[string]any{"x": "y"}}); got != "a.x=y b=1" {
 		t.Errorf("flatJSON = %q", got)
