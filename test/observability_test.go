@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -200,11 +202,13 @@ func TestGrafanaDashboard(t *testing.T) {
 
 // scaleInSpec drains an idle cluster to two active nodes and has
 // a scale_in hook that always fails, so that scaling events and hook
-// outcomes are exported.
+// outcomes are exported. The rps target is out of reach: the test's own
+// traffic (over 100 requests/s on a fast machine) must not scale the
+// cluster out again before the standby node is released.
 const scaleInSpec = `mode: auto
 interval: 1s
 limits: {min_active: 2, max_active: 3}
-targets: {inflight_utilisation: 0.7, rps_per_node: 70}
+targets: {inflight_utilisation: 0.7, rps_per_node: 1000000}
 scale_in: {stabilisation: 0s, max_step_nodes: 3, max_step_percent: 100}
 standby: {keep: 0, release_after: 1s}
 hooks:
@@ -225,8 +229,29 @@ func TestObservabilityMetricsExported(t *testing.T) {
 	if len(want) < 20 {
 		t.Fatalf("only %d metric names found in the dashboard and alerts: %v", len(want), want)
 	}
+	// A TCP service: node-0 accepts, node-1 and node-2 offer it.
+	svcBackend, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var svcWG sync.WaitGroup
+	svcWG.Go(func() {
+		for {
+			conn, err := svcBackend.Accept()
+			if err != nil {
+				return
+			}
+			svcWG.Go(func() { io.Copy(conn, conn); conn.Close() })
+		}
+	})
+	t.Cleanup(func() { svcBackend.Close(); svcWG.Wait() })
 	c := harness.Start(t, 3, harness.Options{Backends: true, Tune: func(i int, cfg *agent.Config) {
 		cfg.RateLimit = 100_000
+		if i == 0 {
+			cfg.Services = []string{"name=echo,mode=tcp,listen=127.0.0.1:0"}
+		} else {
+			cfg.Services = []string{"name=echo,mode=tcp,backend=" + svcBackend.Addr().String()}
+		}
 	}})
 	leader := c.WaitForLeader(t)
 	waitAllActive(t, c, leader)
@@ -247,7 +272,14 @@ func TestObservabilityMetricsExported(t *testing.T) {
 	})
 
 	client := &http.Client{Timeout: retry.Scale(10 * time.Second)}
+	svcAddr := c.Nodes[0].Status().Services[0].Listen
 	traffic := func() {
+		if conn, err := net.DialTimeout("tcp", svcAddr, time.Second); err == nil {
+			conn.SetDeadline(time.Now().Add(time.Second))
+			conn.Write([]byte("x"))
+			conn.Read(make([]byte, 1))
+			conn.Close()
+		}
 		for i := range 40 {
 			n := c.Nodes[i%len(c.Nodes)]
 			resp, err := client.Post("http://"+n.HTTPAddr()+"/echo?echo=1", "text/plain", bytes.NewReader(make([]byte, 1000)))
