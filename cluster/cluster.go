@@ -540,7 +540,7 @@ func (c *Cluster) SetLoad(load []byte, timeout time.Duration) error {
 // in its gossip metadata, blocking until memberlist has queued the update
 // (at most timeout). The map is not retained.
 func (c *Cluster) SetServices(svcs map[string]ServiceMeta, timeout time.Duration) error {
-	m := make(map[string]ServiceMeta, len(svcs))
+	m := make(ServiceMetas, len(svcs))
 	for k, v := range svcs {
 		m[k] = v
 	}

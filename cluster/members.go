@@ -36,7 +36,7 @@ type Member struct {
 	// (it drains: it takes no new requests) until it is gone.
 	Leaving bool `json:"leaving,omitempty"`
 	// Services are the TCP services the member offers, by name.
-	Services map[string]ServiceMeta `json:"-"`
+	Services ServiceMetas `json:"-"`
 }
 
 // Addresses are a member's reachable service addresses.

@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
+	"strconv"
+	"strings"
 )
 
 // metaVersion1 is the first byte of the gossip metadata this version writes.
@@ -42,7 +45,53 @@ type Meta struct {
 	ClusterID string `json:"c,omitempty"`
 	// Services are the TCP services the node offers (has a backend for),
 	// with their live state.
-	Services map[string]ServiceMeta `json:"sv,omitempty"`
+	Services ServiceMetas `json:"sv,omitempty"`
+}
+
+// ServiceMetas are a node's services by name. In gossip each is one
+// compact string, "NAME|H|OPEN" (H is 1 when healthy), to keep the
+// metadata well inside memberlist's 512 bytes.
+type ServiceMetas map[string]ServiceMeta
+
+// MarshalJSON encodes the services as sorted "NAME|H|OPEN" strings.
+func (s ServiceMetas) MarshalJSON() ([]byte, error) {
+	names := make([]string, 0, len(s))
+	for n := range s {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	out := make([]string, 0, len(s))
+	for _, n := range names {
+		h := 0
+		if s[n].Healthy {
+			h = 1
+		}
+		out = append(out, fmt.Sprintf("%s|%d|%d", n, h, max(s[n].Open, 0)))
+	}
+	return json.Marshal(out)
+}
+
+// UnmarshalJSON decodes what MarshalJSON encodes; an entry it cannot
+// read is an error.
+func (s *ServiceMetas) UnmarshalJSON(b []byte) error {
+	var in []string
+	if err := json.Unmarshal(b, &in); err != nil {
+		return err
+	}
+	m := make(ServiceMetas, len(in))
+	for _, e := range in {
+		f := strings.Split(e, "|")
+		if len(f) != 3 || f[0] == "" || (f[1] != "0" && f[1] != "1") {
+			return fmt.Errorf("service entry %q is not NAME|0/1|OPEN", e)
+		}
+		open, err := strconv.Atoi(f[2])
+		if err != nil || open < 0 {
+			return fmt.Errorf("service entry %q: bad open count", e)
+		}
+		m[f[0]] = ServiceMeta{Healthy: f[1] == "1", Open: open}
+	}
+	*s = m
+	return nil
 }
 
 // ServiceMeta is what a node gossips about a TCP service it offers.

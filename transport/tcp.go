@@ -28,7 +28,7 @@ import (
 type TCPServiceConfig struct {
 	// Name identifies the service across the cluster: connections are
 	// placed only on nodes offering a service of that name. Lower-case
-	// letters, digits and '-', 1 to 32 characters; "http" is the HTTP
+	// letters, digits and '-', 1 to 24 characters; "http" is the HTTP
 	// ingress's.
 	Name string
 	// Listen is the TCP host:port accepting the service's clients; empty:
@@ -72,12 +72,12 @@ const (
 	BalanceRandom         = "random"
 )
 
-var serviceNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
+var serviceNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,22}[a-z0-9])?$`)
 
 // ValidateServiceName checks a service name.
 func ValidateServiceName(name string) error {
 	if !serviceNameRE.MatchString(name) {
-		return fmt.Errorf("service name %q: use 1 to 32 lower-case letters, digits and '-', starting and ending with a letter or digit", name)
+		return fmt.Errorf("service name %q: use 1 to 24 lower-case letters, digits and '-', starting and ending with a letter or digit", name)
 	}
 	if name == "http" {
 		return errors.New(`service name "http" is the HTTP ingress's`)
