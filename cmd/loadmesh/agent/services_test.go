@@ -13,9 +13,9 @@ import (
 // counts, still fit memberlist's 512-byte metadata beside the rest.
 func TestMaxServicesFitGossipMetadata(t *testing.T) {
 	m := cluster.Meta{
-		Zone:    "eu-central-1a",
-		Tags:    map[string]string{"cost_per_hour": "0.125", "carbon_region": "eu-central", "power_watts": "180"},
-		HTTP:    "203.0.113.254:8080", Peer: "203.0.113.254:7947", Raft: "203.0.113.254:7948", API: "203.0.113.254:7950",
+		Zone: "eu-central-1a",
+		Tags: map[string]string{"cost_per_hour": "0.125", "carbon_region": "eu-central", "power_watts": "180"},
+		HTTP: "203.0.113.254:8080", Peer: "203.0.113.254:7947", Raft: "203.0.113.254:7948", API: "203.0.113.254:7950",
 		Serving: true, BootstrapExpect: 5, ClusterID: strings.Repeat("c", 32),
 		Load:     scheduler.EncodeLoad(scheduler.Load{Version: 1 << 40, Inflight: 1 << 20, Capacity: 1 << 20, RPS: 1e6, Healthy: true}),
 		Services: cluster.ServiceMetas{},
