@@ -160,9 +160,11 @@ func relay(client, backend duplex, idle time.Duration, kill <-chan struct{}, onB
 				}
 			}
 			if rerr == io.EOF {
-				if err := dst.CloseWrite(); err != nil {
-					abort(err)
-				}
+				// Pass the end of data on. If that fails, the other side
+				// has already gone (a TLS peer that closed first resets
+				// on the client's close_notify): nothing is lost, and the
+				// other direction ends by itself, so it is no failure.
+				_ = dst.CloseWrite()
 				return
 			}
 			if rerr != nil {
