@@ -76,9 +76,11 @@ type Cluster struct {
 	notifyCh    chan bool
 	eventCh     chan memberEvent
 	reconcileCh chan struct{}
-	observerCh  chan raft.Observation
-	observer    *raft.Observer
-	failCh      chan error // Failed
+	// restoredCh tells the leader loop that Restore replaced the state.
+	restoredCh chan struct{}
+	observerCh chan raft.Observation
+	observer   *raft.Observer
+	failCh     chan error // Failed
 
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -113,6 +115,7 @@ func New(cfg Config, deps Deps) (*Cluster, error) {
 		notifyCh:    make(chan bool, 16),
 		eventCh:     make(chan memberEvent, 1024),
 		reconcileCh: make(chan struct{}, 1),
+		restoredCh:  make(chan struct{}, 1),
 		observerCh:  make(chan raft.Observation, 64),
 		failCh:      make(chan error, 1),
 		stop:        make(chan struct{}),

@@ -87,16 +87,20 @@ func (c *Cluster) leaderLoop(stop chan struct{}) {
 	}
 	// Leader-only work starts after the Barrier and stops, in reverse
 	// order, when leadership ends.
-	for i, h := range c.deps.LeaderHooks {
-		if err := h.Establish(); err != nil {
-			c.log.Error("leader hook failed to start", "hook", i, "error", err)
+	establish := func() {
+		for i, h := range c.deps.LeaderHooks {
+			if err := h.Establish(); err != nil {
+				c.log.Error("leader hook failed to start", "hook", i, "error", err)
+			}
 		}
 	}
-	defer func() {
+	revoke := func() {
 		for i := len(c.deps.LeaderHooks) - 1; i >= 0; i-- {
 			c.deps.LeaderHooks[i].Revoke()
 		}
-	}()
+	}
+	establish()
+	defer revoke()
 	missingSince := map[string]time.Time{}
 	t := time.NewTicker(c.cfg.ReconcileInterval)
 	defer t.Stop()
@@ -107,6 +111,12 @@ func (c *Cluster) leaderLoop(stop chan struct{}) {
 			return
 		case <-t.C:
 		case <-c.reconcileCh:
+		case <-c.restoredCh:
+			// The state was replaced under the leader-only work (the
+			// autoscaler's spec and state among it): start it over.
+			c.log.Info("restarting leader hooks on the restored state")
+			revoke()
+			establish()
 		}
 	}
 }

@@ -306,11 +306,11 @@ func (a *fsmAdapter) Snapshot() (raft.FSMSnapshot, error) {
 	f := (*FSM)(a)
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	body, err := json.Marshal(f.st)
+	data, err := encodeState(f.st)
 	if err != nil {
-		return nil, fmt.Errorf("snapshot plan: %w", err)
+		return nil, err
 	}
-	return &fsmSnapshot{data: append([]byte{snapshotVersion1}, body...)}, nil
+	return &fsmSnapshot{data: data}, nil
 }
 
 // Restore replaces the State with a snapshot's.

@@ -84,6 +84,7 @@ type Agent struct {
 	health      *transport.HealthChecker
 	sys         *sysLoad
 	series      *seriesSampler
+	backups     *backupScheduler
 	healthCh    chan struct{}
 	pubStop     chan struct{}
 	pubWG       sync.WaitGroup
@@ -325,6 +326,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	a.startLoadPublisher()
 	a.startLimits()
 	a.startSeries()
+	a.startBackups()
 	if err := a.startIngress(); err != nil {
 		return err
 	}
@@ -402,6 +404,7 @@ func (a *Agent) close(graceful bool) error {
 	a.stopLimits()
 	a.stopPublisher()
 	a.stopSeries()
+	a.stopBackups()
 	a.sec.stop()
 	if a.tcp != nil {
 		cctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -181,6 +181,7 @@ func (a *Agent) apiHandler() http.Handler {
 	a.registerPlanAPI(mux)
 	a.registerAutoscalerAPI(mux)
 	a.registerTokenAPI(mux)
+	a.registerSnapshotAPI(mux)
 	a.registerDashboard(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -73,7 +73,7 @@ type access struct {
 // open, and so are the dashboard's static files (the data it shows comes
 // from the reads below); reads are open on loopback and otherwise need a
 // read token; token management and every write need an operator token, on
-// loopback too.
+// loopback too, and so does reading a snapshot of the state.
 func accessFor(method, path string) access {
 	switch {
 	case path == "/healthz" || path == "/readyz":
@@ -81,6 +81,10 @@ func accessFor(method, path string) access {
 	case (method == http.MethodGet || method == http.MethodHead) && isDashboardPage(path):
 		return access{open: true}
 	case path == "/v1/tokens" || strings.HasPrefix(path, "/v1/tokens/"):
+		return access{need: store.RoleOperator}
+	case path == "/v1/snapshot" || strings.HasPrefix(path, "/v1/snapshot/"):
+		// A snapshot holds the token hashes and the audit log: reading
+		// one takes an operator token too.
 		return access{need: store.RoleOperator}
 	case method == http.MethodGet || method == http.MethodHead:
 		return access{need: store.RoleRead, loopbackOpen: true}

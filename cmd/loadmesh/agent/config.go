@@ -132,6 +132,14 @@ type Config struct {
 	QueueTarget   time.Duration `yaml:"queue-target"`
 	QueueInterval time.Duration `yaml:"queue-interval"`
 
+	// SnapshotInterval is how often this node writes a snapshot file of
+	// its replica to SnapshotDir (0, the default: never; else at least
+	// 1s); SnapshotRetain how many of its files it keeps there (newest
+	// first; 1..10000, default 5); SnapshotDir defaults to DATA_DIR/backups.
+	SnapshotInterval time.Duration `yaml:"snapshot-interval"`
+	SnapshotRetain   int           `yaml:"snapshot-retain"`
+	SnapshotDir      string        `yaml:"snapshot-dir"`
+
 	// Dev runs a throwaway single node: temporary data dir and a built-in
 	// demo backend.
 	Dev bool `yaml:"dev"`
@@ -179,6 +187,8 @@ func DefaultConfig() Config {
 		MaxQueue:         64,
 		QueueTarget:      5 * time.Millisecond,
 		QueueInterval:    100 * time.Millisecond,
+
+		SnapshotRetain: 5,
 	}
 }
 
@@ -300,6 +310,12 @@ func (c Config) Validate() error {
 		if _, err := DecodeGossipKey(c.Encrypt); err != nil {
 			add("--encrypt: %v", err)
 		}
+	}
+	if c.SnapshotInterval != 0 && c.SnapshotInterval < time.Second {
+		add("--snapshot-interval %s must be 0 (off) or at least 1s", c.SnapshotInterval)
+	}
+	if c.SnapshotRetain < 1 || c.SnapshotRetain > 10000 {
+		add("--snapshot-retain %d is outside 1..10000", c.SnapshotRetain)
 	}
 	errs = append(errs, c.validateLimits()...)
 	return errors.Join(errs...)
