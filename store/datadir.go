@@ -52,7 +52,7 @@ func OpenDataDir(dir, nodeName string, logOutput io.Writer) (*DataDir, error) {
 	if err := checkIdentity(dir, nodeName); err != nil {
 		return nil, err
 	}
-	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
+	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, RaftDBFile)})
 	if err != nil {
 		return nil, fmt.Errorf("open raft store in %s: %w", dir, err)
 	}
@@ -63,6 +63,34 @@ func OpenDataDir(dir, nodeName string, logOutput io.Writer) (*DataDir, error) {
 	}
 	return &DataDir{Path: dir, Bolt: bolt, Snapshots: snaps}, nil
 }
+
+// ErrNoDataDir is returned by DataDirOwner for a directory that holds no
+// node's data.
+var ErrNoDataDir = errors.New("not a loadmesh data dir")
+
+// DataDirOwner returns the name of the node a data dir belongs to, for
+// offline tools; it fails with ErrNoDataDir when dir holds no node's data.
+func DataDirOwner(dir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, identityFile))
+	if errors.Is(err, os.ErrNotExist) {
+		if _, serr := os.Stat(dir); serr != nil {
+			return "", fmt.Errorf("%w: %v", ErrNoDataDir, serr)
+		}
+		return "", fmt.Errorf("%w: %s has no %s", ErrNoDataDir, dir, identityFile)
+	}
+	if err != nil {
+		return "", fmt.Errorf("data dir %s: %w", dir, err)
+	}
+	var id identity
+	if err := json.Unmarshal(b, &id); err != nil || id.Name == "" {
+		return "", fmt.Errorf("data dir %s: unreadable %s", dir, identityFile)
+	}
+	return id.Name, nil
+}
+
+// RaftDBFile is the name of the BoltDB file (Raft log and stable store)
+// in a data dir. A running agent holds an exclusive lock (flock) on it.
+const RaftDBFile = "raft.db"
 
 // Close closes the BoltDB file.
 func (d *DataDir) Close() error { return d.Bolt.Close() }

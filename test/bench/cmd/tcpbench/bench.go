@@ -436,12 +436,12 @@ func (b *bench) warmUp(ctx context.Context) {
 		if len(p.Procs) == 0 {
 			continue
 		}
-		connRate(ctx, p.Addr[svcEcho], b.cfg.workers, 300*time.Millisecond, b.cfg.maxConns)
+		connRate(ctx, p.Addr[svcEcho], b.cfg.workers, 200*time.Millisecond, b.cfg.maxConns)
 		if b.cfg.bulkSize > 0 {
-			upload(ctx, p.Addr[svcSink], min(b.cfg.bulkSize, 16<<20), b.cfg.bulkTimeout)
-			download(ctx, p.Addr[svcSource], min(b.cfg.bulkSize, 16<<20), b.cfg.bulkTimeout)
+			upload(ctx, p.Addr[svcSink], min(b.cfg.bulkSize, 8<<20), b.cfg.bulkTimeout)
+			download(ctx, p.Addr[svcSource], min(b.cfg.bulkSize, 8<<20), b.cfg.bulkTimeout)
 		}
-		tlsRTT(ctx, p.Addr[svcTLSEcho], b.tlsClient, b.cfg.rttSize, 0, 300, b.cfg.rttTimeout)
+		tlsRTT(ctx, p.Addr[svcTLSEcho], b.tlsClient, b.cfg.rttSize, 0, 200, b.cfg.rttTimeout)
 	}
 	time.Sleep(200 * time.Millisecond)
 }

@@ -71,7 +71,7 @@ func main() {
 	flag.StringVar(&cfg.version, "version", "", "loadmesh version string for the report")
 	flag.StringVar(&paths, "paths", "loadmesh,haproxy,direct", "paths to measure (loadmesh, haproxy, direct)")
 	flag.IntVar(&cfg.rounds, "rounds", 5, "interleaved rounds; medians are reported")
-	flag.DurationVar(&cfg.duration, "duration", 3*time.Second, "connection set-up: length of one run")
+	flag.DurationVar(&cfg.duration, "duration", 2*time.Second, "connection set-up: length of one run")
 	flag.IntVar(&cfg.workers, "workers", 32, "connection set-up: concurrent workers")
 	flag.Int64Var(&cfg.maxConns, "max-conns", 500_000, "connection set-up: connections per run at most")
 	flag.Int64Var(&cfg.bulkSize, "bulk-size", 512<<20, "bytes of each long upload and download; 0 skips them")
