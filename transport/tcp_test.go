@@ -69,7 +69,7 @@ func (p *tcpPicker) set(ts ...PeerTarget) {
 }
 
 // startTCPNode starts a peer server and TCP services cfgs on it.
-func startTCPNode(t *testing.T, name string, picker TCPPicker, cfgs ...TCPServiceConfig) *tcpNode {
+func startTCPNode(t testing.TB, name string, picker TCPPicker, cfgs ...TCPServiceConfig) *tcpNode {
 	t.Helper()
 	n := &tcpNode{}
 	var ready atomic.Pointer[TCPServices] // set once the services exist
@@ -101,7 +101,7 @@ func startTCPNode(t *testing.T, name string, picker TCPPicker, cfgs ...TCPServic
 func (n *tcpNode) addr(service string) string { return n.svcs.Addr(service).String() }
 
 // tcpBackend is a test backend: serve runs per accepted connection.
-func tcpBackend(t *testing.T, serve func(net.Conn)) string {
+func tcpBackend(t testing.TB, serve func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -143,7 +143,7 @@ func echo(c net.Conn) {
 }
 
 // meshPair is node a (listener only) and node b (backend only).
-func meshPair(t *testing.T, backend string, mod func(*TCPServiceConfig)) (a, b *tcpNode, picker *tcpPicker) {
+func meshPair(t testing.TB, backend string, mod func(*TCPServiceConfig)) (a, b *tcpNode, picker *tcpPicker) {
 	t.Helper()
 	picker = &tcpPicker{}
 	bc := TCPServiceConfig{Name: "svc", Backend: backend}
