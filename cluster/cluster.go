@@ -48,6 +48,10 @@ type Deps struct {
 	// Messages, when set, receive what other nodes send with Broadcast,
 	// by topic (see MessageHandler).
 	Messages map[byte]MessageHandler
+	// Now, when set, is the wall clock the leader stamps its membership
+	// changes to the plan with (time.Now by default). Timers and ages
+	// measured between two readings are not affected by a constant offset.
+	Now func() time.Time
 }
 
 // RaftTLS configures mutual TLS on the Raft port.
@@ -106,6 +110,9 @@ func New(cfg Config, deps Deps) (*Cluster, error) {
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
 	}
 	c := &Cluster{
 		cfg:         cfg,

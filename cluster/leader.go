@@ -105,7 +105,7 @@ func (c *Cluster) leaderLoop(stop chan struct{}) {
 	t := time.NewTicker(c.cfg.ReconcileInterval)
 	defer t.Stop()
 	for {
-		c.reconcile(missingSince, time.Now())
+		c.reconcile(missingSince, c.deps.Now())
 		select {
 		case <-stop:
 			return

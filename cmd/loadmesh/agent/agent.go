@@ -48,6 +48,15 @@ type Deps struct {
 	// loopback address without an Authorization header is taken as
 	// carrying this token.
 	ImplicitLoopbackToken string
+	// Now, when set, replaces time.Now as the agent's wall clock for what
+	// other nodes see of it: the version of its gossiped load summaries,
+	// the times of the audit events, tokens and autoscaler decisions it
+	// writes (the leader's membership events too), API token expiry, the
+	// rate limiter and the certificate expiry watch. The TLS handshakes
+	// (crypto/tls in transport) and the local timers and latencies keep
+	// the real clock. `loadmesh agent --dev-clock-offset` sets it to fake
+	// a host whose clock is off.
+	Now func() time.Time
 }
 
 // Agent is one running loadmesh node.
@@ -116,12 +125,18 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if deps.Registry == nil {
 		deps.Registry = prometheus.NewRegistry()
 	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
 	a := &Agent{cfg: cfg, deps: deps, log: deps.Logger.With("node", cfg.Name), reg: deps.Registry}
 	a.live.Store(&cfg)
 	a.autoscaler = &autoscalerHook{a: a}
 	a.sec = newSecurity(a)
 	return a, nil
 }
+
+// now reads the agent's wall clock (Deps.Now).
+func (a *Agent) now() time.Time { return a.deps.Now() }
 
 // Start opens the data dir, binds every port, starts gossip and Raft, and
 // serves the ingress and the API. On error everything started is undone.
@@ -298,6 +313,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		LeaderHooks:  []cluster.LeaderHook{a.autoscaler, a.sec},
 		NewNodeState: a.newNodeState,
 		Messages:     a.limitMessages(),
+		Now:          a.deps.Now,
 		RaftTLS: &cluster.RaftTLS{
 			Server: a.raftServerTLS(),
 			Client: func(peer string) *tls.Config { return a.mtls.ClientConfig(peer, raftALPN) },

@@ -100,7 +100,7 @@ func (a *Agent) setNodeState(w http.ResponseWriter, r *http.Request, name string
 	if why == "" {
 		why = "operator asked to " + action
 	}
-	cmd := store.Command{Op: store.OpNodeState, Node: name, State: state, Time: time.Now().UTC(), Who: actor(r), Why: why}
+	cmd := store.Command{Op: store.OpNodeState, Node: name, State: state, Time: a.now().UTC(), Who: actor(r), Why: why}
 	ev, err := a.apply(cmd)
 	if err != nil {
 		writeApplyError(w, err)
@@ -271,7 +271,7 @@ func (a *Agent) proposeSpec(w http.ResponseWriter, r *http.Request, spec autosca
 	if why == "" {
 		why = kind
 	}
-	ev, err := a.apply(store.Command{Op: store.OpSpecApply, Doc: doc, Time: time.Now().UTC(), Who: actor(r), Why: why})
+	ev, err := a.apply(store.Command{Op: store.OpSpecApply, Doc: doc, Time: a.now().UTC(), Who: actor(r), Why: why})
 	if err != nil {
 		writeApplyError(w, err)
 		return

@@ -48,7 +48,7 @@ const maxTokenTTL = 10 * 365 * 24 * time.Hour
 
 func (a *Agent) registerTokenAPI(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
-		now := time.Now()
+		now := a.now()
 		out := []TokenView{}
 		for _, t := range a.fsm.Tokens() {
 			out = append(out, tokenView(t, now))
@@ -90,7 +90,7 @@ func (a *Agent) createToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	now := time.Now().UTC()
+	now := a.now().UTC()
 	tok := tokenRecord(secret, req.Name, req.Role, now, actor(r))
 	if ttl > 0 {
 		tok.Expires = now.Add(ttl)
@@ -137,7 +137,7 @@ func (a *Agent) revokeToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if tok.Role == store.RoleOperator {
-		now, others := time.Now(), 0
+		now, others := a.now(), 0
 		for _, t := range a.fsm.Tokens() {
 			if t.Name != name && t.Role.Allows(store.RoleOperator) && !t.Expired(now) {
 				others++
@@ -152,7 +152,7 @@ func (a *Agent) revokeToken(w http.ResponseWriter, r *http.Request) {
 	if why == "" {
 		why = "token revoke"
 	}
-	ev, err := a.apply(store.Command{Op: store.OpTokenRevoke, Token: &store.Token{Name: name}, Time: time.Now().UTC(), Who: actor(r), Why: why})
+	ev, err := a.apply(store.Command{Op: store.OpTokenRevoke, Token: &store.Token{Name: name}, Time: a.now().UTC(), Who: actor(r), Why: why})
 	if err != nil {
 		if errors.Is(err, store.ErrUnknownToken) {
 			writeError(w, http.StatusNotFound, err.Error())

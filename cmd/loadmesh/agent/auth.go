@@ -223,6 +223,6 @@ func (au *authenticator) wrap(h http.Handler) http.Handler {
 
 // requireAuth wraps the API handler in the access policy.
 func (a *Agent) requireAuth(h http.Handler) http.Handler {
-	au := &authenticator{tokens: a.fsm, now: time.Now, log: a.log, implicit: a.deps.ImplicitLoopbackToken}
+	au := &authenticator{tokens: a.fsm, now: a.now, log: a.log, implicit: a.deps.ImplicitLoopbackToken}
 	return au.wrap(h)
 }

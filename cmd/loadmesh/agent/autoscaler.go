@@ -103,7 +103,7 @@ func (h *autoscalerHook) loop(ctx context.Context, stop chan struct{}, failed ch
 			return
 		case req := <-failed:
 			if as != nil {
-				as.HookFailed(req, time.Now())
+				as.HookFailed(req, h.a.now())
 			}
 			continue
 		case <-t.C:
@@ -153,7 +153,7 @@ func (h *autoscalerHook) restore(as *autoscale.Autoscaler) {
 		return
 	}
 	var hist []autoscale.MinutePoint
-	for _, p := range h.a.fsm.History(time.Now().Add(-15 * 24 * time.Hour)) {
+	for _, p := range h.a.fsm.History(h.a.now().Add(-15 * 24 * time.Hour)) {
 		hist = append(hist, autoscale.MinutePoint{Minute: p.Minute, MeanRPS: p.RPS, MaxRPS: max(p.MaxRPS, p.RPS)})
 	}
 	if err := as.Restore(st, hist); err != nil {
@@ -162,7 +162,7 @@ func (h *autoscalerHook) restore(as *autoscale.Autoscaler) {
 }
 
 func (h *autoscalerHook) step(ctx context.Context, as *autoscale.Autoscaler, dry *dryRunRecorder, failed chan<- autoscale.HookRequest) {
-	now := time.Now()
+	now := h.a.now()
 	obs := h.observe()
 	d := as.Step(now, obs)
 	h.mu.Lock()
@@ -239,7 +239,7 @@ func (h *autoscalerHook) startHook(ctx context.Context, spec autoscale.Spec, hk 
 			h.m.hookAttempt(req.Kind, at)
 			if at.Err != nil && at.N < attempts && ctx.Err() == nil {
 				h.record(store.Command{Kind: "hook." + req.Kind, Why: hk.Why, Before: subject,
-					After: fmt.Sprintf("attempt %d of %d failed after %s: %v; retrying", at.N, attempts, at.Took.Round(time.Millisecond), at.Err)}, time.Now())
+					After: fmt.Sprintf("attempt %d of %d failed after %s: %v; retrying", at.N, attempts, at.Took.Round(time.Millisecond), at.Err)}, h.a.now())
 			}
 		})
 		n := len(res.Attempts)
@@ -250,7 +250,7 @@ func (h *autoscalerHook) startHook(ctx context.Context, spec autoscale.Spec, hk 
 			}
 			h.m.hookRun(req.Kind, false)
 			h.record(store.Command{Kind: "hook." + req.Kind, Why: hk.Why, Before: subject,
-				After: fmt.Sprintf("failed after %d attempts: %v", n, err)}, time.Now())
+				After: fmt.Sprintf("failed after %d attempts: %v", n, err)}, h.a.now())
 			h.a.log.Error("provisioner hook failed", "kind", req.Kind, "id", req.ID, "attempts", n, "error", err)
 			select {
 			case failed <- hk:
@@ -261,7 +261,7 @@ func (h *autoscalerHook) startHook(ctx context.Context, spec autoscale.Spec, hk 
 		h.m.hookRun(req.Kind, true)
 		out := res.Attempts[n-1].Output
 		h.record(store.Command{Kind: "hook." + req.Kind, Why: hk.Why, Before: subject,
-			After: fmt.Sprintf("succeeded on attempt %d in %s: %s", n, res.Attempts[n-1].Took.Round(time.Millisecond), firstLine(out, 300))}, time.Now())
+			After: fmt.Sprintf("succeeded on attempt %d in %s: %s", n, res.Attempts[n-1].Took.Round(time.Millisecond), firstLine(out, 300))}, h.a.now())
 		h.a.log.Info("provisioner hook succeeded", "kind", req.Kind, "id", req.ID, "attempts", n, "output", firstLine(out, 300))
 	}()
 }

@@ -97,7 +97,7 @@ func (a *Agent) setupLimits() error {
 		l.rate, err = transport.NewRateLimiter(transport.RateLimitConfig{
 			Rate: a.cfg.RateLimit, Burst: a.cfg.RateBurst, MaxKeys: a.cfg.RateLimitMaxKeys,
 			Cluster: l.cluster, Period: rateLimitPeriod,
-		}, transport.RateLimitDeps{Registerer: a.reg})
+		}, transport.RateLimitDeps{Registerer: a.reg, Now: a.now})
 		if err != nil {
 			return fmt.Errorf("rate limit: %w", err)
 		}

@@ -12,7 +12,7 @@ import (
 // setupScheduling builds the load meter, the scheduler, the health checker
 // and the peer view. It starts nothing.
 func (a *Agent) setupScheduling(backendURL string) error {
-	meter, err := scheduler.NewMeter(scheduler.DefaultMeterConfig(), nil)
+	meter, err := scheduler.NewMeter(scheduler.DefaultMeterConfig(), a.now)
 	if err != nil {
 		return err
 	}
@@ -49,7 +49,7 @@ func (a *Agent) setupScheduling(backendURL string) error {
 	}
 	a.peers = &peerView{
 		self: a.cfg.Name, zone: a.cfg.Zone, capacity: a.cfg.Capacity, serving: a.backend != nil,
-		sched: sched, loads: scheduler.NewLoadTable(nil), meter: meter, health: health, log: a.log,
+		sched: sched, loads: scheduler.NewLoadTable(a.now), meter: meter, health: health, log: a.log,
 	}
 	if a.cfg.HashHeader != "" || a.cfg.HashCookie != "" {
 		a.peers.hashKey = hashKeyFunc(a.cfg.HashHeader, a.cfg.HashCookie)

@@ -53,7 +53,7 @@ type security struct {
 
 var _ cluster.LeaderHook = (*security)(nil)
 
-func newSecurity(a *Agent) *security { return &security{a: a, now: time.Now} }
+func newSecurity(a *Agent) *security { return &security{a: a, now: a.now} }
 
 // certExpiryCheck is how often certificates are checked.
 const certExpiryCheck = 24 * time.Hour
