@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -218,7 +219,7 @@ func flatJSON(m map[string]any) string {
 			b, _ := json.Marshal(x)
 			kv = append(kv, prefix+"="+string(b))
 		case float64:
-			kv = append(kv, fmt.Sprintf("%s=%v", prefix, x))
+			kv = append(kv, prefix+"="+strconv.FormatFloat(x, 'f', -1, 64))
 		default:
 			kv = append(kv, fmt.Sprintf("%s=%v", prefix, x))
 		}

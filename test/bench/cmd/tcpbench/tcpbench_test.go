@@ -209,7 +209,7 @@ func TestStatusParsing(t *testing.T) {
 	if got := b.errorDelta(); got != "agent A: dial 1, relay 2; agent B: dial 1" {
 		t.Errorf("errorDelta = %q", got)
 	}
-	if got := flatJSON(map[string]any{"b": 1.0, "a": map[string]any{"x": "y"}}); got != "a.x=y b=1" {
+	if got := flatJSON(map[string]any{"b": 65540831.0, "a": map[string]any{"x": "y"}, "c": 0.5}); got != "a.x=y b=65540831 c=0.5" {
 		t.Errorf("flatJSON = %q", got)
 	}
 }
