@@ -16,7 +16,7 @@ FUZZTIME_TEST ?= 2000x
 TEST_P ?= 1
 PKGS := ./...
 
-.PHONY: all build run test quick chaos fuzz lint tidy deps-check bench bench-tcp bench-autoscale clean
+.PHONY: all build run test test-hosts quick chaos fuzz lint tidy deps-check bench bench-tcp bench-autoscale clean
 
 all: build
 
@@ -44,6 +44,13 @@ quick:
 chaos:
 	@mkdir -p bin
 	GOTRACEBACK=all LOADMESH_CHAOS_REPORT=$(CURDIR)/bin/chaos-report.txt $(GO) test -race -count=1 -timeout=10m -v ./test/chaos/
+
+## test-hosts: the multi-host test bed, verbose, about 1.5 minutes (test/netns/doc.go):
+## agents in network namespaces on a bridge; partitions, a 2/3 split, clock skew.
+## Needs root and iproute2, else it skips; its report also goes to bin/hosts-report.txt
+test-hosts: build
+	GOTRACEBACK=all LOADMESH_TEST_HOSTS=1 LOADMESH_E2E_BINARY=$(CURDIR)/bin/loadmesh \
+	  LOADMESH_HOSTS_REPORT=$(CURDIR)/bin/hosts-report.txt $(GO) test -count=1 -timeout=10m -v ./test/netns/
 
 ## fuzz: run every fuzz target for FUZZTIME
 fuzz:
