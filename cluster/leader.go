@@ -102,10 +102,11 @@ func (c *Cluster) leaderLoop(stop chan struct{}) {
 	establish()
 	defer revoke()
 	missingSince := map[string]time.Time{}
+	drains := map[string]drainMark{} // this term's notes on draining nodes
 	t := time.NewTicker(c.cfg.ReconcileInterval)
 	defer t.Stop()
 	for {
-		c.reconcile(missingSince, c.deps.Now())
+		c.reconcile(missingSince, drains, c.deps.Now())
 		select {
 		case <-stop:
 			return
@@ -125,7 +126,7 @@ func (c *Cluster) leaderLoop(stop chan struct{}) {
 // alive members are added (voters up to MaxVoters), left members removed at
 // once, dead or unknown ones after DeadServerGrace, and non-voters promoted
 // into free voter seats. It also keeps the plan's node list in step.
-func (c *Cluster) reconcile(missingSince map[string]time.Time, now time.Time) {
+func (c *Cluster) reconcile(missingSince map[string]time.Time, drains map[string]drainMark, now time.Time) {
 	f := c.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		c.log.Warn("read raft configuration", "error", err)
@@ -243,13 +244,13 @@ func (c *Cluster) reconcile(missingSince map[string]time.Time, now time.Time) {
 		c.metrics.raftChanges.WithLabelValues("promote").Inc()
 	}
 
-	c.reconcilePlan(members, inRaft, now)
+	c.reconcilePlan(members, inRaft, drains, now)
 }
 
 // reconcilePlan keeps the plan's node list in step with the Raft
 // configuration: servers get a plan entry (active by default), zone changes
 // are recorded, and nodes no longer in Raft leave the plan.
-func (c *Cluster) reconcilePlan(members map[string]memberEntry, inRaft map[string]raft.Server, now time.Time) {
+func (c *Cluster) reconcilePlan(members map[string]memberEntry, inRaft map[string]raft.Server, drains map[string]drainMark, now time.Time) {
 	plan := c.deps.Store.Plan()
 	for name := range inRaft {
 		m, known := members[name]
@@ -279,7 +280,7 @@ func (c *Cluster) reconcilePlan(members map[string]memberEntry, inRaft map[strin
 		}
 		c.applyPlan(cmd)
 	}
-	c.finishDrains(plan, members, now)
+	c.finishDrains(plan, members, drains, now)
 	// Nodes gone from Raft keep their entry, marked left, for
 	// LeftNodeRetention: a node restarted (or the whole cluster) comes
 	// back to its state, be it standby, cordoned or draining.
@@ -305,18 +306,42 @@ func (c *Cluster) reconcilePlan(members map[string]memberEntry, inRaft map[strin
 
 // finishDrains moves draining nodes to standby once they report no
 // in-flight requests in a load summary made after they had time to see the
-// drain (drainSettle), or when DrainTimeout has passed.
-func (c *Cluster) finishDrains(plan scheduler.Plan, members map[string]memberEntry, now time.Time) {
+// drain, or when DrainTimeout has passed.
+//
+// "Made after" is judged without comparing clocks: a summary's version
+// comes from the draining node's clock, which may differ from this one's.
+// The leader notes the version it sees when it first finds the node
+// draining and, by its own clock, when; a later summary (a larger
+// version) that arrives at least drainSettle after that is believed.
+// The notes live for one term: a new leader starts afresh, which at
+// worst lengthens a drain by drainSettle.
+func (c *Cluster) finishDrains(plan scheduler.Plan, members map[string]memberEntry, drains map[string]drainMark, now time.Time) {
+	for name, mark := range drains {
+		if pn, ok := plan.Nodes[name]; !ok || pn.State != scheduler.StateDraining || !pn.Since.Equal(mark.since) {
+			delete(drains, name)
+		}
+	}
 	for name, pn := range plan.Nodes {
 		if pn.State != scheduler.StateDraining {
 			continue
 		}
-		why := ""
+		var load *scheduler.Load
 		if m, ok := members[name]; ok && len(m.meta.Load) > 0 {
-			if l, err := scheduler.DecodeLoad(m.meta.Load); err == nil &&
-				l.Inflight == 0 && time.UnixMilli(int64(l.Version)).After(pn.Since.Add(drainSettle)) {
-				why = "drain finished: no requests in flight"
+			if l, err := scheduler.DecodeLoad(m.meta.Load); err == nil {
+				load = &l
 			}
+		}
+		mark, seen := drains[name]
+		if !seen {
+			mark = drainMark{since: pn.Since, at: now}
+			if load != nil {
+				mark.version = load.Version
+			}
+			drains[name] = mark
+		}
+		why := ""
+		if mark.drained(load, now) {
+			why = "drain finished: no requests in flight"
 		}
 		if why == "" && now.Sub(pn.Since) >= c.cfg.DrainTimeout {
 			why = fmt.Sprintf("drain timed out after %s", c.cfg.DrainTimeout)
@@ -329,9 +354,27 @@ func (c *Cluster) finishDrains(plan scheduler.Plan, members map[string]memberEnt
 	}
 }
 
-// drainSettle is how long after a drain starts a node's load summary must
-// be before its "nothing in flight" is believed: by then the plan has
-// reached every node and nobody sends it new requests.
+// drainMark is what the leader noted when it first saw a node draining:
+// the drain (by its start in the plan), the node's load-summary version
+// then, and the leader's time.
+type drainMark struct {
+	since   time.Time
+	version uint64
+	at      time.Time
+}
+
+// drained reports whether load, seen at now, shows the node done: nothing
+// in flight, in a summary newer than the one noted, arriving drainSettle
+// or more after the note (all by the leader's clock and the node's own
+// version order).
+func (m drainMark) drained(load *scheduler.Load, now time.Time) bool {
+	return load != nil && load.Inflight == 0 && load.Version > m.version && now.Sub(m.at) >= drainSettle
+}
+
+// drainSettle is how long after the leader first sees a drain a node's
+// load summary must arrive before its "nothing in flight" is believed:
+// by then the plan has reached every node and nobody sends it new
+// requests.
 const drainSettle = time.Second
 
 func (c *Cluster) applyPlan(cmd store.Command) {
