@@ -389,12 +389,15 @@ func scenarioSkew(t *testing.T, b *bed, rep *report, off time.Duration) {
 	ver := waitPlanState(t, b, skew, "active")
 	t.Logf("plan writes through %s (cordon, activate) and a token: done; plan version %d byte-identical on all 5", skew.name, ver)
 
-	// Not asserted, reported: the leader ends a drain early when the
-	// node's load summary, made after the drain began, shows nothing in
-	// flight; "after" compares the summary's version (the node's clock)
-	// with the drain's start (the leader's clock).
+	// The leader ends a drain once a load summary newer than the one it
+	// saw when the drain began shows nothing in flight, at least 1 s
+	// later by its own clock: the skewed clock must change nothing, so
+	// the drain ends idle, not at the drain timeout and not before 1 s.
 	drained, why := observeDrain(t, b, skew, leader)
 	t.Logf("a drain of %s (through its API) ended after %s: %q (--drain-timeout %s)", skew.name, drained.Round(time.Millisecond), why, drainTimeout)
+	if !strings.HasPrefix(why, "drain finished") || drained < time.Second {
+		t.Errorf("the drain of the skewed host ended after %s (%q); want it finished idle, after the 1 s settle time", drained, why)
+	}
 
 	// Serves and forwards, now that it is active again: its ingress
 	// answers, forwards to peers, and its backend serves requests that
