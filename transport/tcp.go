@@ -207,10 +207,15 @@ type tcpService struct {
 	openIngress atomic.Int64 // connections accepted by the listener, open
 	openBackend atomic.Int64 // connections to the local backend, open
 	accepted    atomic.Uint64
-	up, down    atomic.Uint64
-	mu          sync.Mutex
-	errs        map[string]uint64 // by reason
-	placed      map[string]uint64 // by node
+	up, down    atomic.Uint64 // for clients of this node's listener
+	// relayed counts connections to this node's backend placed here by
+	// peers; beUp and beDown the bytes through this node's backend
+	// connections, whoever accepted the client.
+	relayed      atomic.Uint64
+	beUp, beDown atomic.Uint64
+	mu           sync.Mutex
+	errs         map[string]uint64 // by reason
+	placed       map[string]uint64 // by node
 }
 
 // NewTCPServices validates the services and prepares them; Start binds
@@ -521,7 +526,13 @@ func (s *TCPServices) serveClient(svc *tcpService, conn *net.TCPConn) {
 	svc.mu.Lock()
 	svc.placed[target.Name]++
 	svc.mu.Unlock()
-	res := relay(tcpSide{conn}, upstream, svc.cfg.IdleTimeout, s.kill, func(up bool, n int) { s.count(svc, up, n) })
+	local := target.Local
+	res := relay(tcpSide{conn}, upstream, svc.cfg.IdleTimeout, s.kill, func(up bool, n int) {
+		s.count(svc, up, n)
+		if local {
+			s.countBackend(svc, up, n)
+		}
+	})
 	done(nil)
 	if res.Err != nil {
 		reason := "relay"
@@ -643,7 +654,8 @@ func (s *TCPServices) ServeTunnel(w http.ResponseWriter, r *http.Request) {
 	// The placing node, which holds the client, times idle connections
 	// out; this side's timer, a little longer, only catches a placing
 	// node that went away without a word.
-	res := relay(serverTunnel{str}, be, svc.cfg.IdleTimeout+time.Second, s.kill, nil)
+	svc.relayed.Add(1)
+	res := relay(serverTunnel{str}, be, svc.cfg.IdleTimeout+time.Second, s.kill, func(up bool, n int) { s.countBackend(svc, up, n) })
 	if res.Err != nil {
 		reason := "relay"
 		if res.Idle {
@@ -658,6 +670,17 @@ func (s *TCPServices) ServeTunnel(w http.ResponseWriter, r *http.Request) {
 // IsTunnel reports whether r, on the peer mesh, is a relay stream for
 // ServeTunnel.
 func IsTunnel(r *http.Request) bool { return r.Method == http.MethodConnect }
+
+// countBackend counts bytes through a connection to this node's backend.
+func (s *TCPServices) countBackend(svc *tcpService, up bool, n int) {
+	if up {
+		svc.beUp.Add(uint64(n))
+		s.metrics.beBytes.WithLabelValues(svc.cfg.Name, "to_backend").Add(float64(n))
+	} else {
+		svc.beDown.Add(uint64(n))
+		s.metrics.beBytes.WithLabelValues(svc.cfg.Name, "to_client").Add(float64(n))
+	}
+}
 
 func (s *TCPServices) count(svc *tcpService, up bool, n int) {
 	if up {
@@ -704,21 +727,27 @@ func (svc *tcpService) placedCopy() map[string]uint64 {
 
 // TCPServiceStatus is a service as /v1/status shows it.
 type TCPServiceStatus struct {
-	Name          string            `json:"name"`
-	Mode          string            `json:"mode"`
-	Listen        string            `json:"listen,omitempty"`
-	Backend       string            `json:"backend,omitempty"`
-	Health        string            `json:"health,omitempty"`
-	Healthy       bool              `json:"healthy"`
-	Balance       string            `json:"balance"`
-	ProxyProtocol bool              `json:"proxy_protocol,omitempty"`
-	OpenClients   int64             `json:"open_client_connections"`
-	OpenBackend   int64             `json:"open_backend_connections"`
-	Accepted      uint64            `json:"accepted_total"`
-	BytesUp       uint64            `json:"bytes_to_backend_total"`
-	BytesDown     uint64            `json:"bytes_to_client_total"`
-	Errors        map[string]uint64 `json:"errors,omitempty"`
-	Placed        map[string]uint64 `json:"placed_by_node,omitempty"`
+	Name          string `json:"name"`
+	Mode          string `json:"mode"`
+	Listen        string `json:"listen,omitempty"`
+	Backend       string `json:"backend,omitempty"`
+	Health        string `json:"health,omitempty"`
+	Healthy       bool   `json:"healthy"`
+	Balance       string `json:"balance"`
+	ProxyProtocol bool   `json:"proxy_protocol,omitempty"`
+	OpenClients   int64  `json:"open_client_connections"`
+	OpenBackend   int64  `json:"open_backend_connections"`
+	Accepted      uint64 `json:"accepted_total"`
+	BytesUp       uint64 `json:"bytes_to_backend_total"`
+	BytesDown     uint64 `json:"bytes_to_client_total"`
+	// RelayedForPeers are connections peers placed on this node's
+	// backend; BackendBytes* count every connection to this node's
+	// backend, whichever node accepted the client.
+	RelayedForPeers  uint64            `json:"relayed_for_peers_total"`
+	BackendBytesUp   uint64            `json:"backend_bytes_to_backend_total"`
+	BackendBytesDown uint64            `json:"backend_bytes_to_client_total"`
+	Errors           map[string]uint64 `json:"errors,omitempty"`
+	Placed           map[string]uint64 `json:"placed_by_node,omitempty"`
 }
 
 // Status lists the services with their figures, in configuration order.
@@ -730,6 +759,7 @@ func (s *TCPServices) Status() []TCPServiceStatus {
 			Healthy: svc.cfg.Backend != "" && svc.healthy(), Balance: svc.cfg.Balance, ProxyProtocol: svc.cfg.ProxyProtocol,
 			OpenClients: svc.openIngress.Load(), OpenBackend: svc.openBackend.Load(),
 			Accepted: svc.accepted.Load(), BytesUp: svc.up.Load(), BytesDown: svc.down.Load(),
+			RelayedForPeers: svc.relayed.Load(), BackendBytesUp: svc.beUp.Load(), BackendBytesDown: svc.beDown.Load(),
 			Placed: svc.placedCopy(),
 		}
 		if a := s.Addr(svc.cfg.Name); a != nil {

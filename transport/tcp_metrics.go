@@ -9,11 +9,13 @@ import (
 // tcpMetrics are the TCP services' Prometheus metrics, labelled by
 // service.
 type tcpMetrics struct {
-	open   *prometheus.GaugeVec     // service, side (ingress, backend)
-	conns  *prometheus.CounterVec   // service, route (local, forwarded, failed)
-	bytes  *prometheus.CounterVec   // service, direction (to_backend, to_client)
-	errors *prometheus.CounterVec   // service, reason
-	setup  *prometheus.HistogramVec // service, route
+	open  *prometheus.GaugeVec   // service, side (ingress, backend)
+	conns *prometheus.CounterVec // service, route (local, forwarded, failed)
+	bytes *prometheus.CounterVec // service, direction (to_backend, to_client)
+	// beBytes counts bytes through this node's backend connections.
+	beBytes *prometheus.CounterVec   // service, direction
+	errors  *prometheus.CounterVec   // service, reason
+	setup   *prometheus.HistogramVec // service, route
 }
 
 func newTCPMetrics(reg prometheus.Registerer, s *TCPServices) (*tcpMetrics, error) {
@@ -29,6 +31,10 @@ func newTCPMetrics(reg prometheus.Registerer, s *TCPServices) (*tcpMetrics, erro
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "loadmesh_service_bytes_total",
 			Help: "Bytes relayed for clients connected to this node, by service and direction (to_backend, to_client).",
+		}, []string{"service", "direction"}),
+		beBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "loadmesh_service_backend_bytes_total",
+			Help: "Bytes through this node's connections to its own backend of a TCP service, whichever node accepted the client, by service and direction (to_backend, to_client).",
 		}, []string{"service", "direction"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "loadmesh_service_connection_errors_total",
@@ -46,6 +52,9 @@ func newTCPMetrics(reg prometheus.Registerer, s *TCPServices) (*tcpMetrics, erro
 		}
 		for _, d := range []string{"to_backend", "to_client"} {
 			m.bytes.WithLabelValues(svc.cfg.Name, d)
+			if svc.cfg.Backend != "" {
+				m.beBytes.WithLabelValues(svc.cfg.Name, d)
+			}
 		}
 		if svc.cfg.Listen != "" {
 			for _, r := range []string{"local", "forwarded", "failed"} {
@@ -56,7 +65,7 @@ func newTCPMetrics(reg prometheus.Registerer, s *TCPServices) (*tcpMetrics, erro
 	if reg == nil {
 		return m, nil
 	}
-	cs := []prometheus.Collector{m.open, m.conns, m.bytes, m.errors, m.setup}
+	cs := []prometheus.Collector{m.open, m.conns, m.bytes, m.beBytes, m.errors, m.setup}
 	cs = append(cs, &healthCollector{desc: prometheus.NewDesc("loadmesh_service_healthy",
 		"1 when this node's backend of a TCP service passes its health check, 0 when not; only for services this node offers.",
 		[]string{"service"}, nil), s: s})

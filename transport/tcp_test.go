@@ -254,6 +254,14 @@ func TestTCPTLSPassthroughMutualAuth(t *testing.T) {
 	if st.Placed["b"] != 1 || st.BytesUp == 0 || st.BytesDown == 0 {
 		t.Errorf("a's status: %+v", st)
 	}
+	// b counts what it carried for a at its backend side, the same bytes.
+	ptWait(t, 5*time.Second, func() error {
+		bs := b.svcs.Status()[0]
+		if bs.RelayedForPeers != 1 || bs.BackendBytesUp != st.BytesUp || bs.BackendBytesDown != st.BytesDown {
+			return fmt.Errorf("b's status: relayed %d, backend bytes %d/%d; a's bytes %d/%d", bs.RelayedForPeers, bs.BackendBytesUp, bs.BackendBytesDown, st.BytesUp, st.BytesDown)
+		}
+		return nil
+	})
 	if v := testutil.ToFloat64(a.svcs.metrics.conns.WithLabelValues("svc", "forwarded")); v != 1 {
 		t.Errorf("forwarded connections metric %v, want 1", v)
 	}
