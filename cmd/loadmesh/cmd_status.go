@@ -188,7 +188,7 @@ func printServices(w io.Writer, svcs []agent.ServiceStatus, members []agent.Memb
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE	LISTEN	BACKEND	HEALTH	OPEN	ACCEPTED	IN	OUT	ERRORS	OFFERED BY	PLACES ON	")
+	fmt.Fprintln(tw, "SERVICE\tLISTEN\tBACKEND\tHEALTH\tOPEN\tACCEPTED\tIN\tOUT\tFOR PEERS\tBACKEND IN/OUT\tERRORS\tOFFERED BY\tPLACES ON\t")
 	for _, s := range svcs {
 		listen, backend, health := s.Listen, s.Backend, "-"
 		if listen == "" {
@@ -215,12 +215,16 @@ func printServices(w io.Writer, svcs []agent.ServiceStatus, members []agent.Memb
 				offered = append(offered, fmt.Sprintf("%s[%d]%s", m.Name, sv.Open, mark))
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d\t%s\t%s\t%d\t%s\t%s\t\n",
+		beIO := "-"
+		if s.Backend != "" {
+			beIO = fmtBytes(s.BackendBytesUp) + "/" + fmtBytes(s.BackendBytesDown)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d\t%s\t%s\t%d\t%s\t%d\t%s\t%s\t\n",
 			s.Name, listen, backend, health, s.OpenClients, s.OpenBackend, s.Accepted,
-			fmtBytes(s.BytesUp), fmtBytes(s.BytesDown), errs, listOrNone(offered), listOrNone(s.Candidates))
+			fmtBytes(s.BytesUp), fmtBytes(s.BytesDown), s.RelayedForPeers, beIO, errs, listOrNone(offered), listOrNone(s.Candidates))
 	}
 	tw.Flush()
-	fmt.Fprintln(w, "(OPEN = client connections here / connections to this node's backend; OFFERED BY = node[open connections])")
+	fmt.Fprintln(w, "(OPEN = client connections here / connections to this node's backend; IN/OUT = bytes of clients here; FOR PEERS = connections peers placed on this backend; OFFERED BY = node[open connections])")
 }
 
 func fmtBytes(n uint64) string {
