@@ -84,6 +84,16 @@ bench: build
 bench-tcp:
 	./test/bench/run.sh tcp
 
+## bench-scale: 25, 50, 100 and (memory allowing) 200 agents in one process on loopback:
+## convergence, load propagation, failure detection, gossip bytes, CPU and memory per agent,
+## Raft voters; at most about 15 minutes, plus up to 10 waiting for a busy machine's load
+## average to drop (see docs/scaling.md). Results also go to bin/scalebench.json
+.PHONY: bench-scale
+bench-scale:
+	@mkdir -p bin
+	$(GO) build -o bin/scalebench ./test/bench/cmd/scalebench
+	./bin/scalebench -json bin/scalebench.json
+
 ## bench-autoscale: autoscaler reaction on a real 4-agent cluster, about 6 minutes (see docs/autoscaling.md)
 bench-autoscale: build
 	$(GO) build -o bin/reactbench ./test/bench/cmd/reactbench
