@@ -663,6 +663,8 @@ func (c *Cluster) Shutdown(ctx context.Context) error {
 		}
 		if c.transport != nil {
 			errs = append(errs, c.transport.Close())
+			// Close keeps the pooled outgoing connections open.
+			c.transport.CloseStreams()
 		}
 		done := make(chan struct{})
 		go func() { c.wg.Wait(); close(done) }()

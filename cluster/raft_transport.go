@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -20,16 +21,67 @@ type streamLayer struct {
 	// clientTLS returns the config for dialling the raft peer at address;
 	// nil means plain TCP.
 	clientTLS func(address raft.ServerAddress) *tls.Config
+
+	// accepted are the connections Accept returned and not yet closed:
+	// raft's NetworkTransport closes only the listener on Close, so Close
+	// closes these too, ending their handler goroutines.
+	mu       sync.Mutex
+	accepted map[net.Conn]struct{}
+	closed   bool
 }
 
 var _ raft.StreamLayer = (*streamLayer)(nil)
 
 func (s *streamLayer) Accept() (net.Conn, error) {
 	c, err := s.Listener.Accept()
-	if err != nil || s.serverTLS == nil {
-		return c, err
+	if err != nil {
+		return nil, err
 	}
-	return tls.Server(c, s.serverTLS), nil
+	if s.serverTLS != nil {
+		c = tls.Server(c, s.serverTLS)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	if s.accepted == nil {
+		s.accepted = map[net.Conn]struct{}{}
+	}
+	tc := &trackedConn{Conn: c, s: s}
+	s.accepted[tc] = struct{}{}
+	return tc, nil
+}
+
+// Close closes the listener and every accepted connection still open.
+func (s *streamLayer) Close() error {
+	err := s.Listener.Close()
+	s.mu.Lock()
+	s.closed = true
+	conns := s.accepted
+	s.accepted = nil
+	s.mu.Unlock()
+	for c := range conns {
+		c.(*trackedConn).Conn.Close()
+	}
+	return err
+}
+
+// trackedConn leaves streamLayer.accepted when closed.
+type trackedConn struct {
+	net.Conn
+	s    *streamLayer
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.s.mu.Lock()
+		delete(c.s.accepted, c)
+		c.s.mu.Unlock()
+	})
+	return c.Conn.Close()
 }
 
 func (s *streamLayer) Addr() net.Addr { return s.advertise }

@@ -14,6 +14,7 @@ import (
 	"github.com/loadmesh/loadmesh/cluster"
 	"github.com/loadmesh/loadmesh/scheduler"
 	"github.com/loadmesh/loadmesh/scheduler/autoscale"
+	"github.com/loadmesh/loadmesh/transport"
 )
 
 // Config is everything `loadmesh agent` can be told, as plain values. The
@@ -237,8 +238,12 @@ func (c Config) Validate() error {
 			add("--join: %v", err)
 		}
 	}
-	if _, err := ParseTags(c.Tags); err != nil {
+	if tags, err := ParseTags(c.Tags); err != nil {
 		add("%v", err)
+	} else if svcs, err := parseServices(c.Services); err == nil {
+		if err := checkMetaSize(c, tags, svcs); err != nil {
+			add("%v", err)
+		}
 	}
 	if c.BootstrapExpect < 0 {
 		add("--bootstrap-expect %d is negative", c.BootstrapExpect)
@@ -402,4 +407,42 @@ func validTagKey(k string) bool {
 		}
 	}
 	return true
+}
+
+// checkMetaSize refuses tags and services that, with the rest of the
+// node's gossip metadata at its largest (the longest addresses of the
+// family it uses, a full load summary, every service with a large open
+// count), would not fit
+// memberlist's 512 bytes: a node whose metadata cannot be published
+// fails to start or, later, stops updating its load.
+func checkMetaSize(c Config, tags map[string]string, svcs []transport.TCPServiceConfig) error {
+	// The advertised addresses at their longest, in the family the node
+	// binds or advertises.
+	addr := "255.255.255.255:65535"
+	for _, a := range []string{c.Advertise, c.Gossip, c.Peer, c.HTTP, c.API, c.Raft} {
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
+			host = a
+		}
+		if strings.Contains(host, ":") {
+			addr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
+		}
+	}
+	m := cluster.Meta{
+		Zone: c.Zone, Tags: tags, HTTP: addr, Peer: addr, Raft: addr, API: addr,
+		Serving: true, BootstrapExpect: c.BootstrapExpect, ClusterID: strings.Repeat("c", 32),
+		Load: make([]byte, scheduler.MaxLoadSize), Leaving: true,
+	}
+	if len(svcs) > 0 {
+		m.Services = cluster.ServiceMetas{}
+		for _, s := range svcs {
+			if s.Backend != "" {
+				m.Services[s.Name] = cluster.ServiceMeta{Healthy: true, Open: 9_999_999}
+			}
+		}
+	}
+	if _, err := cluster.EncodeMeta(m); err != nil {
+		return fmt.Errorf("--tag, --zone and --service together are too large for the node's gossip metadata (%v); use fewer or shorter tags", err)
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"math"
 	"net/url"
 	"time"
 
@@ -95,9 +96,7 @@ func (a *Agent) startLoadPublisher() {
 			cpu, mem := a.sys.sample()
 			l := a.peers.meter.Load(a.cfg.Capacity, a.peers.health(), cpu, mem)
 			q := l.Quantize()
-			same := q
-			same.Version = last.Version
-			if same == last && time.Since(lastAt) < 4*a.cfg.LoadInterval {
+			if unchanged(q, last) && time.Since(lastAt) < 4*a.cfg.LoadInterval {
 				continue
 			}
 			if err := a.cluster.SetLoad(scheduler.EncodeLoad(l), a.cfg.LoadInterval); err != nil {
@@ -107,4 +106,17 @@ func (a *Agent) startLoadPublisher() {
 			last, lastAt = q, time.Now()
 		}
 	}()
+}
+
+// unchanged reports whether summary q says nothing new against last: the
+// same figures, CPU and memory within one percentage point. (Their
+// 0.0001 steps change every sample, which made every node republish
+// every interval and spend its gossip budget on noise.)
+func unchanged(q, last scheduler.Load) bool {
+	near := func(a, b float64) bool { return math.Abs(a-b) < 0.01 }
+	if !near(q.CPU, last.CPU) || !near(q.Mem, last.Mem) {
+		return false
+	}
+	q.Version, q.CPU, q.Mem = last.Version, last.CPU, last.Mem
+	return q == last
 }

@@ -47,3 +47,36 @@ func TestParseServiceSpecDefaults(t *testing.T) {
 		t.Errorf("parsed %+v", c)
 	}
 }
+
+func TestConfigRefusesTagsTooLargeForGossip(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Name, cfg.Dev, cfg.Advertise = "n", true, "2001:db8::1"
+	for i := range 8 {
+		cfg.Tags = append(cfg.Tags, fmt.Sprintf("k%d=%s", i, strings.Repeat("v", 28)))
+	}
+	err := cfg.Validate()
+	if err == nil || !strings.Contains(err.Error(), "too large for the node's gossip metadata") {
+		t.Fatalf("8 tags of 256 bytes with IPv6 addresses: %v", err)
+	}
+	cfg.Tags = cfg.Tags[:2]
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("two tags: %v", err)
+	}
+}
+
+func TestLoadUnchangedIgnoresCPUNoise(t *testing.T) {
+	last := scheduler.Load{Version: 1, Inflight: 3, CPU: 0.4312, Mem: 0.2001, Healthy: true}
+	q := last
+	q.Version, q.CPU, q.Mem = 2, 0.4377, 0.2049
+	if !unchanged(q, last) {
+		t.Error("CPU and memory moving by less than a point count as a change")
+	}
+	q.CPU = 0.4512
+	if unchanged(q, last) {
+		t.Error("CPU moving by two points counts as no change")
+	}
+	q.CPU, q.Inflight = last.CPU, 4
+	if unchanged(q, last) {
+		t.Error("a new in-flight figure counts as no change")
+	}
+}
