@@ -1,85 +1,27 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"math"
 	"os"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/loadmesh/loadmesh/test/bench/internal/benchproc"
 )
 
-// machineInfo describes where the figures come from (as lmbench's).
-type machineInfo struct {
-	Date      time.Time
-	CPU       string
-	Cores     int
-	Virtual   bool
-	Kernel    string
-	MemTotal  string
-	Go        string
-	Loadmesh  string
-	HAProxy   string
-	LoadStart string
-	LoadEnd   string
-	Elapsed   time.Duration
-}
+// machineInfo is benchproc.Machine with this report's rendering.
+type machineInfo struct{ benchproc.Machine }
 
 func readMachineInfo(version string) machineInfo {
-	m := machineInfo{Date: time.Now().UTC(), Cores: runtime.NumCPU(), Go: runtime.Version(), Loadmesh: version}
-	if f, err := os.Open("/proc/cpuinfo"); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			k, v, ok := strings.Cut(sc.Text(), ":")
-			if !ok {
-				continue
-			}
-			k, v = strings.TrimSpace(k), strings.TrimSpace(v)
-			if k == "model name" && m.CPU == "" {
-				m.CPU = v
-			}
-			if k == "flags" && strings.Contains(" "+v+" ", " hypervisor ") {
-				m.Virtual = true
-			}
-		}
-		f.Close()
-	}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m.Kernel = strings.TrimSpace(string(b))
-	}
-	if f, err := os.Open("/proc/meminfo"); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if v, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
-				var kib int64
-				fmt.Sscan(strings.TrimSpace(v), &kib)
-				m.MemTotal = fmt.Sprintf("%.1f GiB", float64(kib)/(1<<20))
-			}
-		}
-		f.Close()
-	}
-	m.LoadStart = loadAvg()
-	if m.Loadmesh == "" {
-		m.Loadmesh = "(unknown)"
-	}
-	return m
+	return machineInfo{benchproc.ReadMachine(version)}
 }
 
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
+// loadAvg is benchproc.LoadAvg.
+func loadAvg() string { return benchproc.LoadAvg() }
 
 func (m machineInfo) text() string {
 	var b strings.Builder
