@@ -213,9 +213,12 @@ type tcpService struct {
 	// connections, whoever accepted the client.
 	relayed      atomic.Uint64
 	beUp, beDown atomic.Uint64
-	mu           sync.Mutex
-	errs         map[string]uint64 // by reason
-	placed       map[string]uint64 // by node
+	// m are this service's metric children, resolved once: bytes are
+	// counted per copied chunk.
+	m      serviceMetrics
+	mu     sync.Mutex
+	errs   map[string]uint64 // by reason
+	placed map[string]uint64 // by node
 }
 
 // NewTCPServices validates the services and prepares them; Start binds
@@ -459,10 +462,10 @@ func (s *TCPServices) serveClient(svc *tcpService, conn *net.TCPConn) {
 	}
 	defer svc.limits.Release(key)
 	svc.openIngress.Add(1)
-	s.metrics.open.WithLabelValues(name, "ingress").Inc()
+	svc.m.openIngress.Inc()
 	defer func() {
 		svc.openIngress.Add(-1)
-		s.metrics.open.WithLabelValues(name, "ingress").Dec()
+		svc.m.openIngress.Dec()
 	}()
 	_ = conn.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interval: 10 * time.Second, Count: 3})
 
@@ -579,13 +582,13 @@ type backendSide struct {
 
 func (b *backendSide) opened() {
 	b.svc.openBackend.Add(1)
-	b.s.metrics.open.WithLabelValues(b.svc.cfg.Name, "backend").Inc()
+	b.svc.m.openBackend.Inc()
 }
 
 func (b *backendSide) closed() {
 	b.once.Do(func() {
 		b.svc.openBackend.Add(-1)
-		b.s.metrics.open.WithLabelValues(b.svc.cfg.Name, "backend").Dec()
+		b.svc.m.openBackend.Dec()
 	})
 }
 
@@ -675,20 +678,20 @@ func IsTunnel(r *http.Request) bool { return r.Method == http.MethodConnect }
 func (s *TCPServices) countBackend(svc *tcpService, up bool, n int) {
 	if up {
 		svc.beUp.Add(uint64(n))
-		s.metrics.beBytes.WithLabelValues(svc.cfg.Name, "to_backend").Add(float64(n))
+		svc.m.beUp.Add(float64(n))
 	} else {
 		svc.beDown.Add(uint64(n))
-		s.metrics.beBytes.WithLabelValues(svc.cfg.Name, "to_client").Add(float64(n))
+		svc.m.beDown.Add(float64(n))
 	}
 }
 
 func (s *TCPServices) count(svc *tcpService, up bool, n int) {
 	if up {
 		svc.up.Add(uint64(n))
-		s.metrics.bytes.WithLabelValues(svc.cfg.Name, "to_backend").Add(float64(n))
+		svc.m.up.Add(float64(n))
 	} else {
 		svc.down.Add(uint64(n))
-		s.metrics.bytes.WithLabelValues(svc.cfg.Name, "to_client").Add(float64(n))
+		svc.m.down.Add(float64(n))
 	}
 }
 

@@ -47,15 +47,7 @@ func newTCPMetrics(reg prometheus.Registerer, s *TCPServices) (*tcpMetrics, erro
 		}, []string{"service", "route"}),
 	}
 	for _, svc := range s.list {
-		for _, side := range []string{"ingress", "backend"} {
-			m.open.WithLabelValues(svc.cfg.Name, side)
-		}
-		for _, d := range []string{"to_backend", "to_client"} {
-			m.bytes.WithLabelValues(svc.cfg.Name, d)
-			if svc.cfg.Backend != "" {
-				m.beBytes.WithLabelValues(svc.cfg.Name, d)
-			}
-		}
+		svc.m = m.forService(svc.cfg.Name, svc.cfg.Backend != "")
 		if svc.cfg.Listen != "" {
 			for _, r := range []string{"local", "forwarded", "failed"} {
 				m.conns.WithLabelValues(svc.cfg.Name, r)
@@ -75,6 +67,32 @@ func newTCPMetrics(reg prometheus.Registerer, s *TCPServices) (*tcpMetrics, erro
 		}
 	}
 	return m, nil
+}
+
+// serviceMetrics are one service's children of the vectors that change
+// per connection or per copied chunk.
+type serviceMetrics struct {
+	up, down, beUp, beDown   prometheus.Counter
+	openIngress, openBackend prometheus.Gauge
+}
+
+// forService resolves (and so exports) name's children; the backend
+// byte counters only for a service this node offers.
+func (m *tcpMetrics) forService(name string, backend bool) serviceMetrics {
+	sm := serviceMetrics{
+		up:          m.bytes.WithLabelValues(name, "to_backend"),
+		down:        m.bytes.WithLabelValues(name, "to_client"),
+		openIngress: m.open.WithLabelValues(name, "ingress"),
+		openBackend: m.open.WithLabelValues(name, "backend"),
+	}
+	if backend {
+		sm.beUp = m.beBytes.WithLabelValues(name, "to_backend")
+		sm.beDown = m.beBytes.WithLabelValues(name, "to_client")
+	} else { // never counted: only nodes with a backend carry its bytes
+		sm.beUp = prometheus.NewCounter(prometheus.CounterOpts{Name: "unused"})
+		sm.beDown = sm.beUp
+	}
+	return sm
 }
 
 // healthCollector reports each offered service's health at scrape time.
