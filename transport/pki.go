@@ -18,6 +18,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode"
@@ -298,8 +299,13 @@ func validateNodeName(name string) error {
 // concurrent use.
 type MutualTLS struct {
 	nodeName string
-	roots    *x509.CertPool
-	cert     atomic.Pointer[tls.Certificate]
+	// trust is the cluster CA bundle peers are verified against; ReloadAll
+	// replaces it (see trust.go).
+	trust atomic.Pointer[trustBundle]
+	cert  atomic.Pointer[tls.Certificate]
+	// reloadMu makes Reload and ReloadAll one at a time, so that a
+	// certificate is always validated against the bundle it is used with.
+	reloadMu sync.Mutex
 }
 
 // NewMutualTLS builds a MutualTLS from the PEM cluster CA certificate(s)
@@ -311,19 +317,8 @@ func NewMutualTLS(caPEM, certPEM, keyPEM []byte, nodeName string) (*MutualTLS, e
 	if err := validateNodeName(nodeName); err != nil {
 		return nil, fmt.Errorf("mutual tls: %w", err)
 	}
-	cas, err := parseCertificatesPEM(caPEM)
-	if err != nil {
-		return nil, fmt.Errorf("mutual tls: ca: %w", err)
-	}
-	roots := x509.NewCertPool()
-	for _, ca := range cas {
-		if !ca.IsCA {
-			return nil, fmt.Errorf("mutual tls: ca: certificate %q is not a ca certificate", ca.Subject.CommonName)
-		}
-		roots.AddCert(ca)
-	}
-	m := &MutualTLS{nodeName: nodeName, roots: roots}
-	if err := m.Reload(certPEM, keyPEM); err != nil {
+	m := &MutualTLS{nodeName: nodeName}
+	if err := m.ReloadAll(caPEM, certPEM, keyPEM); err != nil {
 		return nil, fmt.Errorf("mutual tls: %w", err)
 	}
 	return m, nil
@@ -366,26 +361,38 @@ func DevMutualTLS(nodeName string, ca *CA) (*MutualTLS, error) {
 // use. Connections established earlier keep their certificate; new
 // handshakes use the new one.
 func (m *MutualTLS) Reload(certPEM, keyPEM []byte) error {
+	m.reloadMu.Lock()
+	defer m.reloadMu.Unlock()
+	pair, err := m.checkNodeCert(m.trust.Load(), certPEM, keyPEM)
+	if err != nil {
+		return err
+	}
+	m.cert.Store(pair)
+	return nil
+}
+
+// checkNodeCert parses this node's certificate and key and checks them
+// against trust as NewMutualTLS does.
+func (m *MutualTLS) checkNodeCert(trust *trustBundle, certPEM, keyPEM []byte) (*tls.Certificate, error) {
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return fmt.Errorf("load node certificate: %w", err)
+		return nil, fmt.Errorf("load node certificate: %w", err)
 	}
 	chain := make([]*x509.Certificate, 0, len(pair.Certificate))
 	for _, der := range pair.Certificate {
 		c, err := x509.ParseCertificate(der)
 		if err != nil {
-			return fmt.Errorf("load node certificate: %w", err)
+			return nil, fmt.Errorf("load node certificate: %w", err)
 		}
 		chain = append(chain, c)
 	}
 	pair.Leaf = chain[0]
 	for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
-		if _, err := m.verifyPeer(chain, usage, m.nodeName); err != nil {
-			return fmt.Errorf("node certificate: %w", err)
+		if _, err := trust.verifyPeer(chain, usage, m.nodeName); err != nil {
+			return nil, fmt.Errorf("node certificate: %w", err)
 		}
 	}
-	m.cert.Store(&pair)
-	return nil
+	return &pair, nil
 }
 
 // NodeName returns the name of the local node.
@@ -460,12 +467,19 @@ func (m *MutualTLS) getClientCertificate(*tls.CertificateRequestInfo) (*tls.Cert
 // usage and, if want is not empty, names node want. It returns the node
 // name of the leaf.
 func (m *MutualTLS) verifyPeer(chain []*x509.Certificate, usage x509.ExtKeyUsage, want string) (string, error) {
+	return m.trust.Load().verifyPeer(chain, usage, want)
+}
+
+// verifyPeer verifies that chain (leaf first) chains to one of the CAs of
+// the bundle for usage and, if want is not empty, names node want. It
+// returns the node name of the leaf.
+func (t *trustBundle) verifyPeer(chain []*x509.Certificate, usage x509.ExtKeyUsage, want string) (string, error) {
 	if len(chain) == 0 {
 		return "", errors.New("peer presented no certificate")
 	}
 	leaf := chain[0]
 	opts := x509.VerifyOptions{
-		Roots:       m.roots,
+		Roots:       t.pool,
 		CurrentTime: time.Now(),
 		KeyUsages:   []x509.ExtKeyUsage{usage},
 	}
