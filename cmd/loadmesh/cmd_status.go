@@ -109,6 +109,7 @@ func newStatusCmd() *cobra.Command {
 				fmt.Fprintf(out, " (renew soon: %s)", strings.Join(t.Expiring, ", "))
 			}
 			fmt.Fprintln(out)
+			printTrust(out, t)
 		}
 		fmt.Fprintf(out, "Plan:    version %d\n\n", st.Plan.Version)
 		printMembers(out, st.Members, st.Leader)

@@ -52,6 +52,7 @@ func newTLSCmd() *cobra.Command {
 	caCreate.Flags().StringVar(&commonName, "common-name", "loadmesh cluster CA", "CA subject common name")
 	caCreate.Flags().IntVar(&days, "days", 3650, "validity in days")
 	ca.AddCommand(caCreate)
+	ca.AddCommand(newCABundleCmd(), newCAInspectCmd())
 
 	var node, caFile, caKeyFile, outDir string
 	var certDays int

@@ -28,9 +28,11 @@ type ReloadReport struct {
 // that the feature they tune was on at start (a rate limit, ingress or
 // API TLS, a backend with health checks); turning a feature on or off
 // needs a restart. Everything else needs a restart. The TLS files are read
-// again on every reload, so a certificate renewed in place is taken up.
+// again on every reload, so a certificate renewed in place is taken up;
+// --tls-ca and --tls-cert are replaced together (see reloadPeerTLS), which
+// is how the cluster CA is rotated.
 var liveFlags = map[string]bool{
-	"tls-cert": true, "tls-key": true,
+	"tls-cert": true, "tls-key": true, "tls-ca": true,
 	"http-tls-cert": true, "http-tls-key": true,
 	"api-tls-cert": true, "api-tls-key": true,
 	"rate-limit": true, "rate-burst": true,
@@ -61,7 +63,7 @@ func (a *Agent) Reload(cfg Config) (ReloadReport, error) {
 	old := a.live.Load()
 	live := func(flag string) bool {
 		switch flag {
-		case "tls-cert", "tls-key":
+		case "tls-cert", "tls-key", "tls-ca":
 			return a.deps.TLS == nil && a.cfg.TLSCA != "" && cfg.TLSCA != ""
 		case "http-tls-cert", "http-tls-key":
 			return a.ingressCert.Load() != nil && cfg.HTTPTLSCert != ""
@@ -95,7 +97,7 @@ func (a *Agent) Reload(cfg Config) (ReloadReport, error) {
 	}
 
 	// Load everything that can fail before changing anything.
-	var nodeCert, nodeKey []byte
+	var nodeCert, nodeKey, caBundle []byte
 	if live("tls-cert") {
 		var err error
 		if nodeCert, err = os.ReadFile(next.TLSCert); err != nil {
@@ -104,10 +106,8 @@ func (a *Agent) Reload(cfg Config) (ReloadReport, error) {
 		if nodeKey, err = os.ReadFile(next.TLSKey); err != nil {
 			return ReloadReport{}, fmt.Errorf("--tls-key: %w", err)
 		}
-		if b, err := os.ReadFile(cfg.TLSCA); err != nil {
+		if caBundle, err = os.ReadFile(next.TLSCA); err != nil {
 			return ReloadReport{}, fmt.Errorf("--tls-ca: %w", err)
-		} else if !sameCerts(parseCerts(b), a.sec.caCerts) && !slices.Contains(rep.Restart, "tls-ca") {
-			rep.Restart = append(rep.Restart, "tls-ca")
 		}
 	}
 	var ingressPair, apiPair *tls.Certificate
@@ -129,17 +129,11 @@ func (a *Agent) Reload(cfg Config) (ReloadReport, error) {
 	// still be refused (it must chain to the cluster CA and name this
 	// node), and nothing else has changed yet.
 	if nodeCert != nil {
-		prev := a.mtls.Leaf()
-		pair, err := tls.X509KeyPair(nodeCert, nodeKey)
+		applied, err := a.reloadPeerTLS(caBundle, nodeCert, nodeKey)
 		if err != nil {
-			return ReloadReport{}, fmt.Errorf("--tls-cert: %w", err)
+			return ReloadReport{}, err
 		}
-		if !bytes.Equal(pair.Certificate[0], prev.Raw) {
-			if err := a.mtls.Reload(nodeCert, nodeKey); err != nil {
-				return ReloadReport{}, fmt.Errorf("--tls-cert: %w", err)
-			}
-			rep.Applied = append(rep.Applied, "tls-cert: "+certChange(prev, a.mtls.Leaf())+" (peer channel and raft)")
-		}
+		rep.Applied = append(rep.Applied, applied...)
 	}
 	if ingressPair != nil {
 		if prev := a.ingressCert.Load(); !bytes.Equal(prev.Certificate[0], ingressPair.Certificate[0]) {

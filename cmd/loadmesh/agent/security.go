@@ -30,8 +30,9 @@ type security struct {
 	a   *Agent
 	now func() time.Time
 
-	// caCerts are the cluster CA certificates from --tls-ca (none with an
-	// injected or --dev identity); apiCert is the API's --api-tls-cert
+	// caCerts are the cluster CA certificates from --tls-ca at start (none
+	// with an injected or --dev identity), trusted by forward; the expiry
+	// watch reads the live ones (trustedCAs). apiCert is the API's --api-tls-cert
 	// and apiPair its key pair, both replaced by a reload.
 	caCerts []*x509.Certificate
 	apiCert atomic.Pointer[x509.Certificate]
@@ -101,6 +102,7 @@ func (s *security) start() error {
 		s.forward = tr
 	}
 	a.reg.MustRegister(certCollector{s})
+	a.reg.MustRegister(trustCollector{s})
 	s.warnExpiring()
 	s.stopCh = make(chan struct{})
 	s.wg.Add(1)
@@ -175,7 +177,7 @@ func (s *security) certs() []namedCert {
 		}
 	}
 	var ca *x509.Certificate
-	for _, c := range s.caCerts {
+	for _, c := range s.trustedCAs() {
 		if ca == nil || c.NotAfter.Before(ca.NotAfter) {
 			ca = c
 		}
@@ -216,6 +218,11 @@ type TLSStatus struct {
 	CAExpires       time.Time `json:"ca_expires,omitzero"`
 	APICertExpires  time.Time `json:"api_cert_expires,omitzero"`
 	Expiring        []string  `json:"expiring,omitempty"`
+	// TrustedCAs are the cluster CAs peers are verified against (two
+	// while the CA is rotated); NodeCertIssuer is the fingerprint of the
+	// one that signed this node's certificate.
+	TrustedCAs     []CAStatus `json:"trusted_cas,omitempty"`
+	NodeCertIssuer string     `json:"node_cert_issuer,omitempty"`
 }
 
 func (s *security) tlsStatus() *TLSStatus {
@@ -238,6 +245,7 @@ func (s *security) tlsStatus() *TLSStatus {
 			st.Expiring = append(st.Expiring, c.name)
 		}
 	}
+	s.addTrust(st)
 	return st
 }
 
