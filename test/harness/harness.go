@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -51,6 +52,11 @@ type Options struct {
 	// as in production. By default a loopback request without one is
 	// taken as carrying Token, so tests can call the API directly.
 	StrictAuth bool
+	// TLSFiles gives each agent its identity as files (--tls-ca,
+	// --tls-cert and --tls-key, in a directory of its own: ca.pem,
+	// node.pem, node-key.pem) instead of injecting it, so that Reload
+	// reads them again, as on SIGHUP.
+	TLSFiles bool
 }
 
 // Token is the operator token every test cluster is bootstrapped with
@@ -174,9 +180,16 @@ func (c *Cluster) startNode(t testing.TB, cfg agent.Config) *Node {
 			ca = other
 		}
 	}
-	id, err := transport.DevMutualTLS(cfg.Name, ca)
-	if err != nil {
-		t.Fatal(err)
+	var id *transport.MutualTLS
+	if c.opts.TLSFiles {
+		if node.Cfg.TLSCA == "" {
+			writeTLSFiles(t, &node.Cfg, ca)
+		}
+	} else {
+		var err error
+		if id, err = transport.DevMutualTLS(cfg.Name, ca); err != nil {
+			t.Fatal(err)
+		}
 	}
 	implicit := Token
 	if c.opts.StrictAuth {
@@ -211,6 +224,17 @@ func (c *Cluster) Add(t testing.TB) *Node {
 	cfg := c.config(t, i, 0)
 	cfg.BootstrapExpect = 0
 	cfg.Join = []string{c.Live()[0].GossipAddr()}
+	return c.startNode(t, cfg)
+}
+
+// AddWith is Add with tune applied to the new agent's configuration last,
+// for example to give it TLS files of its own.
+func (c *Cluster) AddWith(t testing.TB, tune func(cfg *agent.Config)) *Node {
+	t.Helper()
+	cfg := c.config(t, len(c.Nodes), 0)
+	cfg.BootstrapExpect = 0
+	cfg.Join = []string{c.Live()[0].GossipAddr()}
+	tune(&cfg)
 	return c.startNode(t, cfg)
 }
 
@@ -411,4 +435,21 @@ func (l *logSink) close() {
 	l.mu.Lock()
 	l.closed = true
 	l.mu.Unlock()
+}
+
+// writeTLSFiles issues cfg's node a certificate from ca and points
+// cfg's --tls-* at files holding it (see Options.TLSFiles).
+func writeTLSFiles(t testing.TB, cfg *agent.Config, ca *transport.CA) {
+	t.Helper()
+	certPEM, keyPEM, err := ca.IssueNodeCert(cfg.Name, transport.DefaultNodeCertLifetime, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg.TLSCA, cfg.TLSCert, cfg.TLSKey = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "node.pem"), filepath.Join(dir, "node-key.pem")
+	for f, b := range map[string][]byte{cfg.TLSCA: ca.CertPEM, cfg.TLSCert: certPEM, cfg.TLSKey: keyPEM} {
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
