@@ -135,7 +135,7 @@ Press Ctrl-C to stop.
 	f.DurationVar(&cfg.DeadServerGrace, "dead-server-grace", cfg.DeadServerGrace, "remove a dead member from Raft after this long")
 	f.DurationVar(&cfg.LeftNodeRetention, "left-node-retention", cfg.LeftNodeRetention, "keep a departed node's plan entry (state, tags) this long for its return")
 	f.StringVar(&cfg.Encrypt, "encrypt", "", "gossip encryption key (base64, from loadmesh keygen)")
-	f.StringVar(&cfg.TLSCA, "tls-ca", "", "cluster CA certificate (PEM) for mutual TLS between nodes")
+	f.StringVar(&cfg.TLSCA, "tls-ca", "", "cluster CA certificate (PEM) for mutual TLS between nodes; a bundle of several is all trusted (CA rotation: loadmesh tls ca bundle)")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "this node's certificate (PEM), from loadmesh tls cert create")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "this node's private key (PEM)")
 	f.StringVar(&cfg.HTTPTLSCert, "http-tls-cert", "", "certificate (PEM) to terminate TLS at the ingress (enables HTTP/2 and HTTP/3)")
