@@ -36,7 +36,14 @@ func (a *Agent) reloadPeerTLS(caPEM, certPEM, keyPEM []byte) ([]string, error) {
 		return nil, nil
 	}
 	if err := a.mtls.ReloadAll(caPEM, certPEM, keyPEM); err != nil {
-		return nil, fmt.Errorf("--tls-ca and --tls-cert refused together, nothing changed: %w", err)
+		what := "--tls-ca and --tls-cert refused together"
+		switch {
+		case sameCA:
+			what = "--tls-cert refused"
+		case sameCert:
+			what = "--tls-ca refused"
+		}
+		return nil, fmt.Errorf("%s, nothing changed: %w", what, err)
 	}
 	var applied []string
 	if !sameCA {
