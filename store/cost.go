@@ -48,7 +48,7 @@ func (f *FSM) applyCost(r cost.Record) {
 	}
 	t := r.Totals()
 	f.st.CostTotals.Add(t)
-	month := cost.MonthOf(r.End)
+	month := cost.MonthOf(r.Start)
 	if f.st.CostMonth.Month != month {
 		f.st.CostMonth = CostMonth{Month: month}
 	}
@@ -69,7 +69,7 @@ func (f *FSM) CostRecords(since time.Time) []cost.Record {
 }
 
 // CostTotals returns the cumulative totals since the cluster began, the
-// running total of the newest record's month, and the end of the newest
+// running total of the newest record's month (by its start), and the end of the newest
 // record (zero when there is none).
 func (f *FSM) CostTotals() (cost.Totals, CostMonth, time.Time) {
 	f.mu.RLock()

@@ -233,7 +233,10 @@ func (a *Accumulator) Start() time.Time { return a.start }
 // node that changed state inside the span (its Since or Left falls in it)
 // is counted in its previous state up to the change and in the new one
 // after; a node seen for the first time is counted in its current state
-// for the whole span. Nodes not sampled (removed from the plan) count
+// for the whole span (except one that left inside it: its plan state
+// until then). Only the last change between two observations is placed
+// exactly; with the leader's 10 s sampling two changes of one node inside
+// one interval are rare. Nodes not sampled (removed from the plan) count
 // nothing. rps is the cluster's requests/s now. A now before the last
 // observation only records the readings.
 func (a *Accumulator) Observe(now time.Time, samples []Sample, rps float64, sel autoscale.Selection) {
@@ -254,7 +257,12 @@ func (a *Accumulator) Observe(now time.Time, samples []Sample, rps float64, sel 
 		st, since := s.state()
 		if now.After(from) {
 			prev, known := a.prev[s.Node]
-			if known && prev != st && since.After(from) && since.Before(now) {
+			if !known && st == StateLeft {
+				// A node that left was in its plan state before (a new
+				// leader filling the gap since the last record).
+				prev, known = string(s.State), true
+			}
+			if known && prev != st && since.After(from) && !since.After(now) {
 				acc.u.Add(Integrate(prev, r, since.Sub(from)))
 				acc.u.Add(Integrate(st, r, now.Sub(since)))
 			} else {
