@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -274,4 +275,16 @@ func costScrape(t testing.TB, n *harness.Node) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// TestCostAlertsPromtool runs the budget alerts' promtool unit tests.
+func TestCostAlertsPromtool(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Skip("promtool not installed (Debian package prometheus); .ci/run installs it")
+	}
+	out, err := exec.Command(promtool, "test", "rules", "../deploy/prometheus/cost_alerts_test.yml").CombinedOutput()
+	if err != nil {
+		t.Fatalf("promtool test rules: %v\n%s", err, out)
+	}
 }
