@@ -1,6 +1,7 @@
 package cost
 
 import (
+	"encoding/json"
 	"math"
 	"strings"
 	"testing"
@@ -277,5 +278,24 @@ func TestAccumulatorNewLeaderFillsGapWithLeftNode(t *testing.T) {
 	u := acc.Flush().Nodes[0]
 	if !near(u.Cost, 0.25) || !near(u.NodeHours["active"], 0.25) || !near(u.NodeHours[StateLeft], 0.75) {
 		t.Fatalf("%+v", u)
+	}
+}
+
+// TestRecordSize keeps the per-minute Raft entry small: one node with the
+// usual tags, all figures set, encodes to under 450 bytes (396 when written).
+func TestRecordSize(t *testing.T) {
+	tags := map[string]string{"cost_per_hour": "0.384", "power_watts": "350", "standby_power_watts": "90", "carbon_region": "eu-west", "spot": "true"}
+	acc := NewAccumulator(t0)
+	s := Sample{Node: "node-017", State: "active", Since: t0.Add(-time.Hour), Zone: "eu-west-1a", Tags: tags, HasLoad: true, Inflight: 17, Capacity: 256}
+	acc.Observe(t0.Add(30*time.Second), []Sample{s}, 123.4, sel())
+	s.State, s.Since = "draining", t0.Add(40*time.Second)
+	acc.Observe(t0.Add(time.Minute), []Sample{s}, 123.4, sel())
+	b, err := json.Marshal(acc.Flush().Nodes[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("one node's usage: %d bytes: %s", len(b), b)
+	if len(b) > 450 {
+		t.Fatalf("one node's usage is %d bytes", len(b))
 	}
 }
