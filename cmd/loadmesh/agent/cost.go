@@ -11,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/loadmesh/loadmesh/cluster"
-	"github.com/loadmesh/loadmesh/scheduler"
 	"github.com/loadmesh/loadmesh/scheduler/autoscale"
 	"github.com/loadmesh/loadmesh/scheduler/cost"
 	"github.com/loadmesh/loadmesh/store"
@@ -124,14 +123,16 @@ func (a *Agent) costSamples() ([]cost.Sample, float64) {
 	out := make([]cost.Sample, 0, len(plan.Nodes))
 	for name, pn := range plan.Nodes {
 		s := cost.Sample{Node: name, State: pn.State, Since: pn.Since, Left: pn.Left, Zone: pn.Zone, Tags: pn.Tags}
-		var l scheduler.Load
-		ok := false
-		if name == a.cfg.Name && a.backend != nil {
-			l, ok = a.peers.meter.Load(a.cfg.Capacity, true, 0, 0), true
-		} else {
-			l, _, ok = a.peers.loads.Get(name)
+		if !pn.Left.IsZero() {
+			out = append(out, s)
+			continue
 		}
-		if ok && pn.Left.IsZero() {
+		if name == a.cfg.Name && a.backend != nil {
+			// The meter's own figures (Meter.Load would take a new
+			// summary version).
+			s.HasLoad, s.Inflight, s.Capacity = true, float64(a.peers.meter.Inflight()), a.cfg.Capacity
+			rps += a.peers.meter.Stats().RPS
+		} else if l, _, ok := a.peers.loads.Get(name); ok {
 			s.HasLoad, s.Inflight, s.Capacity = true, float64(l.Inflight), l.Capacity
 			rps += l.RPS
 		}
