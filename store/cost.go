@@ -13,8 +13,15 @@ import (
 // CostMonth) are kept forever.
 const DefaultCostRecords = 24 * 60
 
-// maxCostNodes bounds the nodes of one cost record.
-const maxCostNodes = 10000
+// DefaultCostEntries bounds the node entries of all kept records together
+// (about 400 bytes each): a day for up to 25 nodes, less for more (6 hours
+// at 100 nodes), so that the records add at most about 15 MB to a snapshot
+// whatever the cluster's size.
+const DefaultCostEntries = 25 * 24 * 60
+
+// maxCostNodes bounds the nodes of one cost record, which must stay under
+// the 1 MiB command limit.
+const maxCostNodes = 2000
 
 // CostMonth is the running total of one calendar month (UTC).
 type CostMonth struct {
@@ -43,7 +50,16 @@ func (f *FSM) applyCost(r cost.Record) {
 		return
 	}
 	f.st.Cost = append(f.st.Cost, r)
-	if over := len(f.st.Cost) - DefaultCostRecords; over > 0 {
+	entries := 0
+	for _, x := range f.st.Cost {
+		entries += len(x.Nodes)
+	}
+	over := max(len(f.st.Cost)-DefaultCostRecords, 0)
+	for over < len(f.st.Cost)-1 && entries > DefaultCostEntries {
+		entries -= len(f.st.Cost[over].Nodes)
+		over++
+	}
+	if over > 0 {
 		f.st.Cost = append(f.st.Cost[:0:0], f.st.Cost[over:]...)
 	}
 	t := r.Totals()

@@ -81,3 +81,32 @@ func TestCostCommandValidation(t *testing.T) {
 		}
 	}
 }
+
+func TestFSMCostRetentionByEntries(t *testing.T) {
+	f := NewFSM(nil, nil)
+	wide := func(start time.Time, n int) *cost.Record {
+		r := costRec(start, time.Minute, 1)
+		for i := 1; i < n; i++ {
+			r.Nodes = append(r.Nodes, r.Nodes[0])
+		}
+		return r
+	}
+	// 100 nodes a record: DefaultCostEntries / 100 records are kept.
+	for i := range 600 {
+		start := t0.Add(time.Duration(i) * time.Minute)
+		apply(t, f, Command{Op: OpCostAppend, Cost: wide(start, 100), Time: start, Who: "cost"})
+	}
+	recs := f.CostRecords(time.Time{})
+	if want := DefaultCostEntries / 100; len(recs) != want || !recs[len(recs)-1].Start.Equal(t0.Add(599*time.Minute)) {
+		t.Fatalf("kept %d records of 100 nodes, want the newest %d", len(recs), want)
+	}
+	// A record of the most nodes allowed makes room for itself.
+	start := t0.Add(600 * time.Minute)
+	apply(t, f, Command{Op: OpCostAppend, Cost: wide(start, maxCostNodes), Time: start, Who: "cost"})
+	if recs, want := f.CostRecords(time.Time{}), 1+(DefaultCostEntries-maxCostNodes)/100; len(recs) != want {
+		t.Fatalf("kept %d records after one of %d nodes, want %d", len(recs), maxCostNodes, want)
+	}
+	if tot, _, _ := f.CostTotals(); tot.Cost != 600*100+maxCostNodes {
+		t.Fatalf("cumulative cost %v, want every record's", tot.Cost)
+	}
+}
