@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/loadmesh/loadmesh/scheduler"
+	"github.com/loadmesh/loadmesh/scheduler/cost"
 )
 
 // commandVersion1 is the first byte of every command this version writes.
@@ -47,6 +48,9 @@ const (
 	OpTokenCreate Op = "token.create"
 	// OpTokenRevoke deletes the API token named Token.Name.
 	OpTokenRevoke Op = "token.revoke"
+	// OpCostAppend adds the leader's cost record (Cost) for one period and
+	// adds it to the cumulative cost totals (store/cost.go).
+	OpCostAppend Op = "cost.append"
 )
 
 // DemandPoint is one minute of cluster demand.
@@ -87,6 +91,8 @@ type Command struct {
 	Metrics map[string]float64 `json:"metrics,omitempty"`
 	// Token is the subject of token.create and token.revoke (by name).
 	Token *Token `json:"token,omitempty"`
+	// Cost is the record of cost.append.
+	Cost *cost.Record `json:"cost,omitempty"`
 }
 
 // Validate reports what is wrong with c, if anything.
@@ -112,6 +118,10 @@ func (c Command) Validate() error {
 		}
 	case OpTokenCreate, OpTokenRevoke:
 		if err := validateToken(c.Token, c.Op); err != nil {
+			errs = append(errs, err)
+		}
+	case OpCostAppend:
+		if err := validateCostRecord(c.Cost); err != nil {
 			errs = append(errs, err)
 		}
 	default:

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/loadmesh/loadmesh/scheduler"
+	"github.com/loadmesh/loadmesh/scheduler/cost"
 )
 
 // snapshotVersion1 is the first byte of every snapshot this version writes.
@@ -45,6 +46,12 @@ type State struct {
 	Tokens map[string]Token `json:"tokens,omitempty"`
 	// TokensBootstrapped is set once the first operator token exists.
 	TokensBootstrapped bool `json:"tokens_bootstrapped,omitempty"`
+	// Cost holds the newest cost records, oldest first, bounded
+	// (store/cost.go); CostTotals and CostMonth add up every record ever
+	// applied, and those of the newest record's calendar month.
+	Cost       []cost.Record `json:"cost,omitempty"`
+	CostTotals cost.Totals   `json:"cost_totals,omitzero"`
+	CostMonth  CostMonth     `json:"cost_month,omitzero"`
 }
 
 // SpecRecord is one version of the scaling spec.
@@ -240,6 +247,10 @@ func (f *FSM) apply(c Command) (scheduler.Event, error) {
 		return f.record(ev), nil
 	case OpTokenCreate, OpTokenRevoke:
 		return f.applyToken(c, ev)
+	case OpCostAppend:
+		// Not a plan change: no version bump, no audit entry.
+		f.applyCost(*c.Cost)
+		return scheduler.Event{}, nil
 	}
 	p.Version++
 	ev.Version = p.Version

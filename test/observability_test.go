@@ -140,7 +140,8 @@ func TestAlertRules(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"LoadmeshNoLeader", "LoadmeshSLOBurnRate", "LoadmeshNodeFlapping",
-		"LoadmeshHookFailures", "LoadmeshCertificateExpiringSoon"} {
+		"LoadmeshHookFailures", "LoadmeshCertificateExpiringSoon",
+		"LoadmeshMonthlyBudgetProjectedExceeded"} {
 		if !slices.Contains(alerts, want) {
 			t.Errorf("no alert %s (have %v)", want, alerts)
 		}

@@ -57,6 +57,7 @@ leader that holds the capacity plan, and forward requests to each other.`,
 		newNodeActionCmd("drain", "Drain a node: it finishes in-flight requests and takes no new ones"),
 		newNodeActionCmd("activate", "Make a node active: it takes traffic"),
 		newNodeActionCmd("cordon", "Hold a node out of rotation (operator hold)"))
+	root.AddCommand(newCostCmd())
 	return root
 }
 

@@ -8,7 +8,9 @@ import (
 	"math"
 	"net/url"
 	"sort"
+	"strings"
 	"time"
+	"unicode"
 
 	"go.yaml.in/yaml/v3"
 
@@ -87,6 +89,18 @@ type Spec struct {
 	Rollback Rollback `yaml:"rollback" json:"rollback"`
 	// Selection tunes which nodes are activated and drained.
 	Selection Selection `yaml:"selection" json:"selection"`
+	// Budget is the monthly spending budget cost accounting projects
+	// against (loadmesh cost, loadmesh_cost_budget_monthly).
+	Budget Budget `yaml:"budget" json:"budget"`
+}
+
+// Budget is a monthly spending budget in the currency of the nodes'
+// cost_per_hour tags.
+type Budget struct {
+	// Monthly is the budget per calendar month (UTC). Default 0: none.
+	Monthly float64 `yaml:"monthly" json:"monthly,omitempty"`
+	// Currency labels the figures, e.g. EUR; 1 to 8 letters, or empty.
+	Currency string `yaml:"currency" json:"currency,omitempty"`
 }
 
 // Limits bound the number of active nodes.
@@ -555,6 +569,14 @@ func (s Spec) Validate() error {
 	}
 	if math.IsNaN(sel.DefaultPowerWatts) || sel.DefaultPowerWatts < 0 || sel.DefaultPowerWatts > 100000 {
 		bad("selection.default_power_watts %v: want 0 to 100000", sel.DefaultPowerWatts)
+	}
+
+	// Budget.
+	if b := s.Budget.Monthly; math.IsNaN(b) || math.IsInf(b, 0) || b < 0 || b > 1e12 {
+		bad("budget.monthly %v: want 0 (none) to 1e12", b)
+	}
+	if c := s.Budget.Currency; len(c) > 8 || strings.IndexFunc(c, func(r rune) bool { return !unicode.IsLetter(r) }) >= 0 {
+		bad("budget.currency %q: want 1 to 8 letters, e.g. EUR", c)
 	}
 	return errors.Join(errs...)
 }

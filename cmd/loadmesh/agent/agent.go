@@ -112,6 +112,8 @@ type Agent struct {
 
 	wg       sync.WaitGroup
 	stopOnce sync.Once
+	// costs is the leader's cost accounting (cost.go).
+	costs *costHook
 }
 
 // New validates cfg and returns an unstarted agent.
@@ -132,6 +134,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	a.live.Store(&cfg)
 	a.autoscaler = &autoscalerHook{a: a}
 	a.sec = newSecurity(a)
+	a.costs = &costHook{a: a}
 	return a, nil
 }
 
@@ -151,6 +154,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo(a.deps.Version),
 		memberLoadCollector{a: a},
+		costCollector{a: a},
 	)
 	a.autoscaler.m = newAutoscalerMetrics(a.autoscaler, a.reg)
 	a.reg.MustRegister(a.dataDirGauge())
@@ -310,7 +314,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		LogStore:     a.dataDir.Bolt,
 		StableStore:  a.dataDir.Bolt,
 		Snapshots:    a.dataDir.Snapshots,
-		LeaderHooks:  []cluster.LeaderHook{a.autoscaler, a.sec},
+		LeaderHooks:  []cluster.LeaderHook{a.autoscaler, a.sec, a.costs},
 		NewNodeState: a.newNodeState,
 		Messages:     a.limitMessages(),
 		Now:          a.deps.Now,

@@ -93,6 +93,12 @@ type Config struct {
 	// for the dashboard's last-hour chart (GET /v1/timeseries). Default
 	// 10s; 100ms to 1m; 0 means the default. Not a flag: tests shorten it.
 	SeriesInterval time.Duration `yaml:"-"`
+	// CostInterval is how often the leader samples the plan for cost
+	// accounting, CostRecordEvery how often it writes a cost record through
+	// Raft (cost.go). Defaults 10s and 1m (also when 0). Not flags: tests
+	// shorten them.
+	CostInterval    time.Duration `yaml:"-"`
+	CostRecordEvery time.Duration `yaml:"-"`
 	// DrainTimeout bounds how long a draining node may take to finish its
 	// in-flight requests before the leader moves it on, and how long a
 	// node shutting down waits for its own.
