@@ -179,13 +179,7 @@ type CacheStats struct {
 
 func (a *Agent) registerCacheAPI(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/cache", func(w http.ResponseWriter, r *http.Request) {
-		st := CacheStats{Node: a.cfg.Name, Stats: a.cache.c.Stats()}
-		if p := a.cache.owners.Load(); p != nil {
-			for _, o := range *p {
-				st.Owners = append(st.Owners, o.Name)
-			}
-		}
-		writeJSON(w, http.StatusOK, st)
+		writeJSON(w, http.StatusOK, a.CacheStats())
 	})
 	mux.HandleFunc("DELETE /v1/cache", a.leaderOnly(a.purgeCache))
 }
@@ -260,4 +254,25 @@ func ParseByteSize(s string) (int64, error) {
 		return 0, fmt.Errorf("size %q: want bytes, optionally with a unit (512KiB, 64MiB, 1GiB, 100MB)", s)
 	}
 	return int64(v * mult), nil
+}
+
+// CacheOwner names the node owning cache key key ("host/path?query") in
+// this node's view, for tests and tools; false when none is known.
+func (a *Agent) CacheOwner(key string) (string, bool) {
+	if a.cache == nil {
+		return "", false
+	}
+	o, ok := a.cache.owner(key)
+	return o.Name, ok
+}
+
+// CacheStats returns this node's response cache figures (GET /v1/cache).
+func (a *Agent) CacheStats() CacheStats {
+	st := CacheStats{Node: a.cfg.Name, Stats: a.cache.c.Stats()}
+	if p := a.cache.owners.Load(); p != nil {
+		for _, o := range *p {
+			st.Owners = append(st.Owners, o.Name)
+		}
+	}
+	return st
 }
