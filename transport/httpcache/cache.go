@@ -120,14 +120,14 @@ type Cache struct {
 	m       *metrics
 	flights singleflight.Group
 
-	ctx      context.Context // lifetime of background revalidations
-	cancel   context.CancelFunc
-	bg       sync.WaitGroup
-	bgMu     sync.Mutex
-	bgKeys   map[string]bool // keys being revalidated in the background
-	closed   atomic.Bool
-	lookups  atomic.Int64 // owner lookups sent
-	served   atomic.Int64 // owner lookups served for other nodes
+	ctx     context.Context // lifetime of background revalidations
+	cancel  context.CancelFunc
+	bg      sync.WaitGroup
+	bgMu    sync.Mutex
+	bgKeys  map[string]bool // keys being revalidated in the background
+	closed  atomic.Bool
+	lookups atomic.Int64 // owner lookups sent
+	served  atomic.Int64 // owner lookups served for other nodes
 }
 
 // New validates cfg and returns the cache. It starts no goroutine.
