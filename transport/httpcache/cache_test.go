@@ -152,6 +152,7 @@ func TestNotStored(t *testing.T) {
 		{"no-store", []string{"Cache-Control", "no-store, max-age=60"}, nil},
 		{"private", []string{"Cache-Control", "private, max-age=60"}, nil},
 		{"authorization", []string{"Cache-Control", "max-age=60"}, []string{"Authorization", "Bearer x"}},
+		{"cookie", []string{"Cache-Control", "max-age=60"}, []string{"Cookie", "s=1"}},
 		{"set-cookie", []string{"Cache-Control", "max-age=60", "Set-Cookie", "s=1"}, nil},
 		{"vary star", []string{"Cache-Control", "max-age=60", "Vary", "*"}, nil},
 		{"no freshness", []string{"ETag", `"e"`}, nil},

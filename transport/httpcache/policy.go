@@ -110,7 +110,9 @@ func parseRequestCC(h http.Header) reqDirectives {
 
 // storable reports whether a shared cache may store resp, the answer to
 // req (RFC 9111 §3, §3.5), and why not when it may not. Conservative
-// choices beyond the RFC: a response with Set-Cookie is never stored
+// choices beyond the RFC: a request's Cookie counts as a credential like
+// Authorization (§3.5: stored only with public, s-maxage or
+// must-revalidate); a response with Set-Cookie is never stored
 // (it would hand one client's cookie to others); a response without
 // explicit freshness (s-maxage, max-age or Expires) is stored only when
 // it must be revalidated anyway (no-cache) and carries a validator; the
@@ -127,8 +129,8 @@ func storable(req *http.Request, status int, h http.Header, d *respDirectives) (
 		return false, "no-store"
 	case d.private:
 		return false, "private"
-	case req.Header.Get("Authorization") != "" && !d.public && !d.mustRevalidate && d.sMaxAge < 0:
-		return false, "authorization"
+	case hasCredentials(req) && !d.public && !d.mustRevalidate && d.sMaxAge < 0:
+		return false, "credentials"
 	case len(h.Values("Set-Cookie")) > 0:
 		return false, "set-cookie"
 	case varyStar(h):
@@ -141,6 +143,11 @@ func storable(req *http.Request, status int, h http.Header, d *respDirectives) (
 		return false, "no explicit freshness"
 	}
 	return true, ""
+}
+
+// hasCredentials: the request carries Authorization or Cookie.
+func hasCredentials(req *http.Request) bool {
+	return req.Header.Get("Authorization") != "" || req.Header.Get("Cookie") != ""
 }
 
 func hasValidator(h http.Header) bool { return h.Get("ETag") != "" || h.Get("Last-Modified") != "" }

@@ -19,6 +19,8 @@ func TestStorable(t *testing.T) {
 	get := httptest.NewRequest("GET", "http://x/a", nil)
 	auth := httptest.NewRequest("GET", "http://x/a", nil)
 	auth.Header.Set("Authorization", "Bearer t")
+	cookie := httptest.NewRequest("GET", "http://x/a", nil)
+	cookie.Header.Set("Cookie", "session=1")
 	rng := httptest.NewRequest("GET", "http://x/a", nil)
 	rng.Header.Set("Range", "bytes=0-1")
 	post := httptest.NewRequest("POST", "http://x/a", nil)
@@ -40,7 +42,9 @@ func TestStorable(t *testing.T) {
 		{"no-store", get, 200, hdr("Cache-Control", "max-age=60, no-store"), false, "no-store"},
 		{"private", get, 200, hdr("Cache-Control", "private, max-age=60"), false, "private"},
 		{"private with fields", get, 200, hdr("Cache-Control", `private="Set-Cookie", max-age=60`), false, "private"},
-		{"authorization", auth, 200, hdr("Cache-Control", "max-age=60"), false, "authorization"},
+		{"authorization", auth, 200, hdr("Cache-Control", "max-age=60"), false, "credentials"},
+		{"cookie", cookie, 200, hdr("Cache-Control", "max-age=60"), false, "credentials"},
+		{"cookie public", cookie, 200, hdr("Cache-Control", "public, max-age=60"), true, ""},
 		{"authorization public", auth, 200, hdr("Cache-Control", "public, max-age=60"), true, ""},
 		{"authorization s-maxage", auth, 200, hdr("Cache-Control", "s-maxage=60"), true, ""},
 		{"authorization must-revalidate", auth, 200, hdr("Cache-Control", "must-revalidate, max-age=60"), true, ""},

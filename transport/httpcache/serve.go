@@ -79,12 +79,12 @@ type fetched struct {
 
 // fill gets the response for r from upstream, collapsing concurrent fills
 // of the same key and variant into one (singleflight), and answers w.
-// Requests with credentials are not collapsed.
+// Requests with credentials (Authorization, Cookie) are not collapsed.
 func (c *Cache) fill(w http.ResponseWriter, r *http.Request, next http.Handler, key string, e *entry, vary []string) {
 	if e != nil {
 		vary = e.vary
 	}
-	if r.Header.Get("Authorization") != "" {
+	if hasCredentials(r) {
 		f := c.fetch(w, r, next, e)
 		c.finish(w, r, key, e, f, true, false)
 		return

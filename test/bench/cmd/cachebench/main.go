@@ -32,6 +32,7 @@ import (
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
+	"github.com/loadmesh/loadmesh/cmd/loadmesh/agent"
 	"github.com/loadmesh/loadmesh/test/bench/internal/benchproc"
 )
 
@@ -360,7 +361,12 @@ func report(cfg config, m benchproc.Machine, results [][]result) string {
 	p("every `/item/N` after %s with %d bytes and `Cache-Control: max-age=3600`, and counts its requests.\n", cfg.delay, cfg.body)
 	p("The load is an open loop (vegeta) of %d GET/s for %s, round robin over the three ingresses, one Host;\n", cfg.rate, cfg.duration)
 	p("URLs are Zipf-distributed (s = %.2f) over %d keys, the same sequence in every run. Each configuration starts on a fresh cluster with\n", cfg.zipfS, cfg.keys)
-	p("empty caches, `--cache-size %s` per agent (about 2,700 answers of this size); the configurations are\n", cfg.cacheSize)
+	perNode := "?"
+	if n, err := agent.ParseByteSize(cfg.cacheSize); err == nil {
+		// An entry costs its body, its header and 256 bytes (httpcache).
+		perNode = strconv.FormatInt(n/int64(cfg.body+450), 10)
+	}
+	p("empty caches, `--cache-size %s` per agent (about %s answers of this size); the configurations are\n", cfg.cacheSize, perNode)
 	p("interleaved over %d repetitions and the figures are medians (backend requests: also min–max).\n\n", cfg.reps)
 	p("| configuration | backend requests (min–max) | of requests | hit ratio | p50 | p90 | p99 | collapsed | evictions |\n")
 	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
