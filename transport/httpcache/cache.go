@@ -233,6 +233,11 @@ func (c *Cache) Handler(next http.Handler) http.Handler {
 			c.serveUnsafe(w, r, next, key)
 			return
 		}
+		if rd := parseRequestCC(r.Header); rd.noStore || r.Header.Get("Range") != "" {
+			// Not for any cache: no detour through the owner.
+			c.bypass(w, r, next, "request")
+			return
+		}
 		if c.cfg.OwnerLookup && c.owner != nil && c.peers != nil {
 			if o, ok := c.owner(key); ok && !o.Self {
 				if c.askOwner(w, r, o) {
