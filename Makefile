@@ -94,6 +94,13 @@ bench-scale:
 	$(GO) build -o bin/scalebench ./test/bench/cmd/scalebench
 	./bin/scalebench -json bin/scalebench.json
 
+## bench-cache: the response cache on 3 real agents, Zipf GET workload: no cache, per-node
+## cache and mesh cache in the same run, about 4 minutes (see docs/benchmarks.md)
+.PHONY: bench-cache
+bench-cache: build
+	$(GO) build -o bin/cachebench ./test/bench/cmd/cachebench
+	./bin/cachebench -bin bin/loadmesh -version $(VERSION)
+
 ## bench-autoscale: autoscaler reaction on a real 4-agent cluster, about 6 minutes (see docs/autoscaling.md)
 bench-autoscale: build
 	$(GO) build -o bin/reactbench ./test/bench/cmd/reactbench

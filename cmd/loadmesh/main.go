@@ -53,7 +53,7 @@ leader that holds the capacity plan, and forward requests to each other.`,
 	agentCmd := newAgentCmd()
 	agentCmd.PreRun = func(*cobra.Command, []string) { tuneRuntime() }
 	root.AddCommand(agentCmd, newBackendCmd(), newStatusCmd(), newMembersCmd(), newKeygenCmd(), newTLSCmd(), newVersionCmd(),
-		newPlanCmd(), newEventsCmd(), newSimulateCmd(), newProvisionCmd(), newTokenCmd(), newLoadtestCmd(), newSnapshotCmd(), newRecoverCmd(),
+		newPlanCmd(), newEventsCmd(), newSimulateCmd(), newProvisionCmd(), newTokenCmd(), newLoadtestCmd(), newSnapshotCmd(), newRecoverCmd(), newCacheCmd(),
 		newNodeActionCmd("drain", "Drain a node: it finishes in-flight requests and takes no new ones"),
 		newNodeActionCmd("activate", "Make a node active: it takes traffic"),
 		newNodeActionCmd("cordon", "Hold a node out of rotation (operator hold)"))

@@ -114,6 +114,9 @@ type Agent struct {
 	stopOnce sync.Once
 	// costs is the leader's cost accounting (cost.go).
 	costs *costHook
+
+	// cache is the response cache (cache.go).
+	cache *cacheWiring
 }
 
 // New validates cfg and returns an unstarted agent.
@@ -224,6 +227,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		return err
 	}
 	a.peers.services = a.services
+	if err := a.setupCache(); err != nil {
+		return err
+	}
 	peerHandler := transport.PeerHandler(a.cfg.Name, a.admittedLocal())
 	a.peer, err = transport.NewPeerServer(pcfg, transport.PeerDeps{
 		TLS: a.mtls,
@@ -232,6 +238,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if a.tcp != nil && transport.IsTunnel(r) {
 				a.tcp.ServeTunnel(w, r)
+				return
+			}
+			if a.servePeerCache(w, r) {
 				return
 			}
 			peerHandler.ServeHTTP(w, r)
@@ -418,6 +427,7 @@ func (a *Agent) close(graceful bool) error {
 	if a.peers != nil {
 		a.peers.stop()
 	}
+	a.closeCache()
 	if a.health != nil {
 		a.health.Shutdown()
 	}

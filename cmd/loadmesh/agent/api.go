@@ -184,6 +184,7 @@ func (a *Agent) apiHandler() http.Handler {
 	a.registerSnapshotAPI(mux)
 	a.registerDashboard(mux)
 	a.registerCostAPI(mux)
+	a.registerCacheAPI(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)

@@ -150,6 +150,16 @@ type Config struct {
 	// Dev runs a throwaway single node: temporary data dir and a built-in
 	// demo backend.
 	Dev bool `yaml:"dev"`
+
+	// Cache lists the path prefixes ("/api/") or host-qualified prefixes
+	// ("example.org/api/") whose GET and HEAD answers the response cache
+	// keeps (none: the cache is off). CacheSize bounds its memory on this
+	// node in bytes (default 64 MiB, at least 1 MiB); CacheOwnerLookup
+	// (default true) sends a miss to the owner node of its key first,
+	// false makes each node a cache of its own (cache.go).
+	Cache            []string `yaml:"cache"`
+	CacheSize        int64    `yaml:"cache-size"`
+	CacheOwnerLookup bool     `yaml:"cache-owner-lookup"`
 }
 
 // DefaultConfig returns the defaults documented in `loadmesh agent --help`.
@@ -196,6 +206,9 @@ func DefaultConfig() Config {
 		QueueInterval:    100 * time.Millisecond,
 
 		SnapshotRetain: 5,
+
+		CacheSize:        DefaultCacheSize,
+		CacheOwnerLookup: true,
 	}
 }
 
@@ -301,6 +314,14 @@ func (c Config) Validate() error {
 	}
 	if c.SeriesInterval != 0 && (c.SeriesInterval < 100*time.Millisecond || c.SeriesInterval > time.Minute) {
 		add("SeriesInterval %s is outside 100ms..1m", c.SeriesInterval)
+	}
+	if c.CacheSize != 0 && c.CacheSize < 1<<20 {
+		add("--cache-size %d bytes must be at least 1MiB", c.CacheSize)
+	}
+	for _, p := range c.Cache {
+		if p == "" || strings.ContainsAny(p, " \t?#") || !strings.Contains(p, "/") {
+			add("--cache %q: want a path prefix (/api/) or a host and path (example.org/api/)", p)
+		}
 	}
 	if c.DrainTimeout <= 0 {
 		add("--drain-timeout %s must be positive", c.DrainTimeout)

@@ -39,6 +39,9 @@ type peerView struct {
 	selfState atomic.Value // scheduler.NodeState
 	// services places TCP service connections from the same picture.
 	services *serviceView
+	// onRefresh, when set, sees the same picture on every refresh (the
+	// response cache's owner ring, cache.go).
+	onRefresh func(members []cluster.Member, state func(string) scheduler.NodeState, plan *store.FSM)
 
 	stopCh chan struct{}
 	wg     sync.WaitGroup
@@ -125,6 +128,9 @@ func (v *peerView) refresh(c *cluster.Cluster, plan *store.FSM) {
 	}
 	v.sched.SetPeers(peers)
 	v.services.refresh(members, state)
+	if v.onRefresh != nil {
+		v.onRefresh(members, state, plan)
+	}
 }
 
 // Pick implements transport.Picker.

@@ -69,7 +69,7 @@ func (a *Agent) authorizePeer(name string) error {
 // --http-tls-* HTTP/1.1 and HTTP/2 over TLS plus HTTP/3 on the same port
 // number over UDP, advertised with Alt-Svc.
 func (a *Agent) startIngress() error {
-	handler := a.ingressHandler(a.ingress)
+	handler := a.ingressHandler(a.cacheHandler(a.ingress))
 	ln := a.limitListener(a.httpLn)
 	a.httpSrv = &http.Server{
 		ReadHeaderTimeout: a.cfg.RequestHeaderTimeout,
