@@ -87,6 +87,10 @@ type Command struct {
 	Metrics map[string]float64 `json:"metrics,omitempty"`
 	// Token is the subject of token.create and token.revoke (by name).
 	Token *Token `json:"token,omitempty"`
+	// Key is the gossip key of keyring.install; KeyID the fingerprint
+	// (KeyFingerprint) of keyring.use and keyring.remove.
+	Key   []byte `json:"key,omitempty"`
+	KeyID string `json:"key_id,omitempty"`
 }
 
 // Validate reports what is wrong with c, if anything.
@@ -114,10 +118,15 @@ func (c Command) Validate() error {
 		if err := validateToken(c.Token, c.Op); err != nil {
 			errs = append(errs, err)
 		}
+	case OpKeyringInstall, OpKeyringUse, OpKeyringRemove:
+		if err := validateKeyringCommand(c); err != nil {
+			errs = append(errs, err)
+		}
+	case OpNodeRevoke:
 	default:
 		errs = append(errs, fmt.Errorf("unknown op %q", c.Op))
 	}
-	if c.Node == "" && (c.Op == OpNodeUpsert || c.Op == OpNodeState || c.Op == OpNodeRemove || c.Op == OpNodeLeft) {
+	if c.Node == "" && (c.Op == OpNodeUpsert || c.Op == OpNodeState || c.Op == OpNodeRemove || c.Op == OpNodeLeft || c.Op == OpNodeRevoke) {
 		errs = append(errs, errors.New("node name is empty"))
 	}
 	if c.Time.IsZero() {

@@ -45,6 +45,10 @@ type State struct {
 	Tokens map[string]Token `json:"tokens,omitempty"`
 	// TokensBootstrapped is set once the first operator token exists.
 	TokensBootstrapped bool `json:"tokens_bootstrapped,omitempty"`
+	// Keyring is the gossip keyring (keyring.go); Revoked the revoked
+	// nodes by name (revoke.go).
+	Keyring Keyring                `json:"keyring,omitzero"`
+	Revoked map[string]RevokedNode `json:"revoked,omitempty"`
 }
 
 // SpecRecord is one version of the scaling spec.
@@ -76,6 +80,10 @@ type FSM struct {
 	st State
 	// tokenIDs indexes st.Tokens by ID.
 	tokenIDs map[string]string
+
+	// secCh is closed at the next keyring or revocation change (keyring.go).
+	secMu sync.Mutex
+	secCh chan struct{}
 }
 
 // NewFSM returns an empty plan. reg may be nil.
@@ -240,6 +248,10 @@ func (f *FSM) apply(c Command) (scheduler.Event, error) {
 		return f.record(ev), nil
 	case OpTokenCreate, OpTokenRevoke:
 		return f.applyToken(c, ev)
+	case OpKeyringInstall, OpKeyringUse, OpKeyringRemove:
+		return f.applyKeyring(c, ev)
+	case OpNodeRevoke:
+		return f.applyRevoke(c, ev)
 	}
 	p.Version++
 	ev.Version = p.Version
@@ -325,6 +337,7 @@ func (a *fsmAdapter) Restore(rc io.ReadCloser) error {
 	f.st = st
 	f.tokenIDs = indexTokens(st.Tokens)
 	f.mu.Unlock()
+	f.notifySecurity()
 	f.metrics.planVersion.Set(float64(st.Plan.Version))
 	return nil
 }
