@@ -52,6 +52,10 @@ type Deps struct {
 	// changes to the plan with (time.Now by default). Timers and ages
 	// measured between two readings are not affected by a constant offset.
 	Now func() time.Time
+	// Refuse, when set, names nodes (revoked ones) that gossip must not
+	// take back and the leader keeps out of Raft (refuse.go). Called on
+	// memberlist's goroutines: it must not block.
+	Refuse func(name string) bool
 }
 
 // RaftTLS configures mutual TLS on the Raft port.
@@ -73,6 +77,8 @@ type Cluster struct {
 	advertiseIP net.IP
 	gossipAddr  string
 	raftLn      net.Listener
+	stream      *streamLayer
+	keyring     *memberlist.Keyring
 	delegate    *delegate
 	ml          *memberlist.Memberlist
 	raft        *raft.Raft
@@ -253,6 +259,7 @@ func (c *Cluster) startRaft(advertise string) error {
 		return fmt.Errorf("raft advertise %s: %w", advertise, err)
 	}
 	layer := &streamLayer{Listener: c.raftLn, advertise: adv}
+	c.stream = layer
 	if t := c.deps.RaftTLS; t != nil {
 		layer.serverTLS = t.Server
 		layer.clientTLS = func(address raft.ServerAddress) *tls.Config {
@@ -302,6 +309,16 @@ func (c *Cluster) startMemberlist() error {
 	mc.Logger = memberlistLogger(c.deps.Logger.With("component", "memberlist"))
 	if len(c.cfg.GossipKey) > 0 {
 		mc.SecretKey = c.cfg.GossipKey
+	}
+	// A keyring (keyring.go) rather than only SecretKey, so that keys can
+	// be installed, used and removed at run time.
+	kr, err := newKeyring(c.cfg.GossipKey, c.cfg.GossipKeys)
+	if err != nil {
+		return err
+	}
+	mc.Keyring, c.keyring = kr, kr
+	if c.deps.Refuse != nil {
+		mc.Alive = &aliveDelegate{c: c}
 	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {

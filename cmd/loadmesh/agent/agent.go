@@ -110,6 +110,11 @@ type Agent struct {
 	ingressCert atomic.Pointer[tls.Certificate]
 	reloadMu    sync.Mutex
 
+	// keyring applies the replicated gossip keyring (keyring.go);
+	// revocations enforces node revocations (revoke.go).
+	keyring     *keyringSync
+	revocations *revocationEnforcer
+
 	wg       sync.WaitGroup
 	stopOnce sync.Once
 }
@@ -235,6 +240,8 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		Authorize:  a.authorizePeer,
 		Logger:     a.log,
 		Registerer: a.reg,
+
+		AuthorizeCert: a.certRevoked, // revoke.go
 	})
 	if err != nil {
 		return err
@@ -292,6 +299,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if a.cfg.Encrypt != "" {
 		ccfg.GossipKey, _ = DecodeGossipKey(a.cfg.Encrypt)
 	}
+	if ccfg.GossipKey, ccfg.GossipKeys, err = a.startingGossipKeys(a.dataDir.Path, ccfg.GossipKey); err != nil {
+		return err
+	}
 	if a.deps.TuneCluster != nil {
 		a.deps.TuneCluster(&ccfg)
 	}
@@ -310,10 +320,11 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		LogStore:     a.dataDir.Bolt,
 		StableStore:  a.dataDir.Bolt,
 		Snapshots:    a.dataDir.Snapshots,
-		LeaderHooks:  []cluster.LeaderHook{a.autoscaler, a.sec},
+		LeaderHooks:  []cluster.LeaderHook{a.autoscaler, a.sec, keyringHook{a}},
 		NewNodeState: a.newNodeState,
 		Messages:     a.limitMessages(),
 		Now:          a.deps.Now,
+		Refuse:       a.revoked,
 		RaftTLS: &cluster.RaftTLS{
 			Server: a.raftServerTLS(),
 			Client: func(peer string) *tls.Config { return a.mtls.ClientConfig(peer, raftALPN) },
@@ -329,6 +340,8 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	a.liveCluster.Store(a.cluster)
 
 	a.peers.start(a.cluster, a.fsm)
+	a.startKeyringSync()
+	a.startRevocations()
 	if a.health != nil {
 		a.health.Start()
 	}
@@ -414,6 +427,8 @@ func (a *Agent) close(graceful bool) error {
 	if a.peers != nil {
 		a.peers.stop()
 	}
+	a.stopKeyringSync()
+	a.stopRevocations()
 	if a.health != nil {
 		a.health.Shutdown()
 	}
