@@ -88,11 +88,11 @@ func writeKeyringFile(dir string, primary []byte, all [][]byte) error {
 }
 
 // startingGossipKeys decides the keyring gossip starts with: the keyring
-// file's when there is one (it holds the rotations this node applied),
-// else --encrypt. An --encrypt key the file lacks is added and made
-// primary: that is how a node that missed a rotation while it was away
-// (and was dropped from Raft, so cannot catch up from the log) is brought
-// back, by restarting it with the cluster's current key.
+// file's when there is one (it holds the rotations this node applied;
+// --encrypt, unchanged in a service's unit file, would be stale), else
+// --encrypt. A node that missed a rotation while it was away and was
+// dropped from Raft meanwhile (so cannot catch up from the log) comes back
+// with its keyring file deleted and --encrypt set to the current key.
 func (a *Agent) startingGossipKeys(dir string, flagKey []byte) (primary []byte, extra [][]byte, err error) {
 	primary, all, ok, err := readKeyringFile(dir)
 	if err != nil || !ok {
@@ -100,10 +100,6 @@ func (a *Agent) startingGossipKeys(dir string, flagKey []byte) (primary []byte, 
 	}
 	a.log.Info("gossip keyring file found; it overrides --encrypt", "file", filepath.Join(dir, KeyringFile),
 		"keys", len(all), "primary", store.KeyFingerprint(primary))
-	if len(flagKey) > 0 && !slices.ContainsFunc(all, func(k []byte) bool { return bytes.Equal(k, flagKey) }) {
-		a.log.Warn("--encrypt names a key the keyring file lacks; adding it as the primary", "key", store.KeyFingerprint(flagKey))
-		all, primary = append(all, flagKey), flagKey
-	}
 	for _, k := range all {
 		if !bytes.Equal(k, primary) {
 			extra = append(extra, k)
