@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -193,4 +194,17 @@ func (f *FSM) notifySecurity() {
 		close(f.secCh)
 		f.secCh = nil
 	}
+}
+
+// Equal reports whether k and o hold the same keys and primary.
+func (k Keyring) Equal(o Keyring) bool {
+	if k.Primary != o.Primary || len(k.Keys) != len(o.Keys) {
+		return false
+	}
+	for i := range k.Keys {
+		if !bytes.Equal(k.Keys[i].Key, o.Keys[i].Key) {
+			return false
+		}
+	}
+	return true
 }
