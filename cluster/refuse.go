@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -19,9 +20,18 @@ var _ memberlist.AliveDelegate = (*aliveDelegate)(nil)
 // Deps.Refuse reads the replicated state under a read lock.
 func (d *aliveDelegate) NotifyAlive(peer *memberlist.Node) error {
 	if peer.Name != d.c.cfg.NodeName && d.c.refused(peer.Name) {
-		return fmt.Errorf("node %q is revoked", peer.Name)
+		return fmt.Errorf("node %q %s", peer.Name, refusedSuffix)
 	}
 	return nil
+}
+
+// refusedSuffix ends aliveDelegate's error; memberlist logs every refused
+// alive message at WARN, which the log adapter turns to DEBUG (the agent
+// logs the revocation once).
+const refusedSuffix = "is revoked"
+
+func isRefusedAlive(msg string) bool {
+	return strings.HasPrefix(msg, "ignoring alive message") && strings.HasSuffix(msg, refusedSuffix)
 }
 
 func (c *Cluster) refused(name string) bool {

@@ -116,7 +116,7 @@ func apiCall(t *testing.T, n *harness.Node, method, path string, body, v any) in
 		}
 	}
 	if resp.StatusCode != http.StatusOK {
-		t.Logf("%s %s: %s %s", method, path, resp.Status, bytes.TrimSpace(b))
+		t.Logf("%s %s: %s %s", method, path, resp.Status, strings.Join(strings.Fields(string(b)), " "))
 	}
 	return resp.StatusCode
 }

@@ -162,3 +162,7 @@ func (a *Agent) revokeNode(w http.ResponseWriter, r *http.Request) {
 func commandRevoke(name string, at time.Time, who, why string) store.Command {
 	return store.Command{Op: store.OpNodeRevoke, Node: name, Time: at, Who: who, Why: why}
 }
+
+// InboundPeerConns returns how many peer-channel connections each peer
+// has open to this node (for tests and diagnostics).
+func (a *Agent) InboundPeerConns() map[string]int { return a.peer.InboundPeers() }
