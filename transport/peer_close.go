@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"crypto/tls"
 	"sync"
 
 	"github.com/quic-go/quic-go"
@@ -74,4 +75,24 @@ func (s *PeerServer) InboundPeers() map[string]int {
 		out[name] = len(conns)
 	}
 	return out
+}
+
+// authorizeServer makes a client config also ask PeerDeps.AuthorizeCert
+// about the server's certificate, so that a node does not dial a revoked
+// peer either (the dial fails as a DialError and the request goes to
+// another peer).
+func (s *PeerServer) authorizeServer(conf *tls.Config) *tls.Config {
+	if s.authorizeCert == nil {
+		return conf
+	}
+	verify := conf.VerifyConnection
+	conf.VerifyConnection = func(cs tls.ConnectionState) error {
+		if verify != nil {
+			if err := verify(cs); err != nil {
+				return err
+			}
+		}
+		return s.authorizeCert(peerLeaf(cs))
+	}
+	return conf
 }
