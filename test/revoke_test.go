@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"slices"
-	"sort"
 	"testing"
 	"time"
 
@@ -190,11 +189,4 @@ func TestNodeRevocation(t *testing.T) {
 			}
 		}
 	})
-}
-
-// medianDuration is the median of ds (for the logged figures).
-func medianDuration(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[len(s)/2]
 }
