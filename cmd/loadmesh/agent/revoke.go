@@ -121,11 +121,9 @@ func (a *Agent) revokeNode(w http.ResponseWriter, r *http.Request) {
 	}
 	if name == a.cfg.Name {
 		// The leader cannot take itself out of Raft: hand leadership over,
-		// then carry the request to the new leader.
-		if r.Header.Get(headerForwardedBy) != "" {
-			writeError(w, http.StatusConflict, fmt.Sprintf("node %q leads the cluster; send the revocation to another node's API", name))
-			return
-		}
+		// then carry the request to the new leader (even if a follower
+		// carried it here: the new leader is another node, so it cannot
+		// come back).
 		if err := a.cluster.TransferLeadership(); err != nil {
 			writeError(w, http.StatusConflict, fmt.Sprintf("node %q leads the cluster and could not hand leadership over: %v", name, err))
 			return
@@ -139,6 +137,7 @@ func (a *Agent) revokeNode(w http.ResponseWriter, r *http.Request) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.Header.Del(headerForwardedBy)
 		a.leaderOnly(a.revokeNode)(w, r)
 		return
 	}
