@@ -450,7 +450,7 @@ func (c *Cluster) joinLoop() {
 			continue
 		}
 		c.metrics.joins.WithLabelValues("error").Inc()
-		if kerr := gossipKeyError(err, c.cfg.Join); kerr != nil && first {
+		if kerr := gossipKeyError(err, c.cfg.Join); kerr != nil && first && !c.cfg.RetryKeyMismatch {
 			// Not a passing failure: retrying cannot help.
 			c.fail(kerr)
 			return

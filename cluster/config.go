@@ -85,6 +85,11 @@ type Config struct {
 	// received, never used to send), e.g. from the keyring file; only with
 	// GossipKey.
 	GossipKeys [][]byte
+	// RetryKeyMismatch keeps retrying a first join that fails on the
+	// gossip key instead of failing: a node that missed a key rotation
+	// while it was down catches up with the keyring through Raft, then
+	// joins.
+	RetryKeyMismatch bool
 }
 
 // DefaultConfig returns production defaults; NodeName must still be set.

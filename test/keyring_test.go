@@ -291,3 +291,62 @@ func TestGossipKeyRotationUnderLoad(t *testing.T) {
 		}
 	})
 }
+
+// TestGossipKeyRotationCatchUp crashes a node, rotates the gossip key
+// completely (install, use, remove) while it is down, and restarts it: its
+// keyring file holds only the removed key, so it cannot gossip, but it is
+// still in the Raft configuration (within --dead-server-grace), catches up
+// with the keyring through Raft, applies it and rejoins gossip.
+func TestGossipKeyRotationCatchUp(t *testing.T) {
+	skipShort(t)
+	oldKey, newKey := rawKey(3), rawKey(4)
+	c := harness.Start(t, 3, harness.Options{DeadServerGrace: time.Minute, Tune: func(i int, cfg *agent.Config) {
+		cfg.Encrypt = base64.StdEncoding.EncodeToString(oldKey)
+	}})
+	c.WaitForMembers(t)
+	c.WaitForLeader(t)
+	waitGossipKeys(t, c.Live(), oldKey, oldKey)
+	retry.Run(t, func(r *retry.R) { // the keyring file exists once the seed applied
+		for _, n := range c.Live() {
+			if _, err := os.Stat(filepath.Join(n.Cfg.DataDir, agent.KeyringFile)); err != nil {
+				r.Fatalf("%s: %v", n.Name(), err)
+			}
+		}
+	})
+	leader := c.WaitForLeader(t)
+	var away *harness.Node
+	for _, n := range c.Live() {
+		if n != leader {
+			away = n
+			break
+		}
+	}
+	c.Kill(t, away)
+	var api *harness.Node
+	for _, n := range c.Live() {
+		api = n
+	}
+	rotate := func(method, path string, body any) {
+		t.Helper()
+		retry.Run(t, func(r *retry.R) {
+			if st := apiCall(t, api, method, path, body, nil); st != http.StatusOK {
+				r.Fatalf("%s %s: %d", method, path, st)
+			}
+		})
+	}
+	rotate(http.MethodPost, "/v1/keyring/install", agent.KeyringRequest{Key: base64.StdEncoding.EncodeToString(newKey)})
+	waitGossipKeys(t, c.Live(), oldKey, oldKey, newKey)
+	rotate(http.MethodPost, "/v1/keyring/use", agent.KeyringRequest{Key: store.KeyFingerprint(newKey)})
+	waitGossipKeys(t, c.Live(), newKey, oldKey, newKey)
+	rotate(http.MethodDelete, "/v1/keyring/"+store.KeyFingerprint(oldKey), nil)
+	waitGossipKeys(t, c.Live(), newKey, newKey)
+
+	back := c.Restart(t, away)
+	waitGossipKeys(t, []*harness.Node{back}, newKey, newKey)
+	c.WaitForMembers(t)
+	select {
+	case err := <-back.Failed():
+		t.Fatalf("the returning node failed: %v", err)
+	default:
+	}
+}

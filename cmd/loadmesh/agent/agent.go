@@ -299,7 +299,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if a.cfg.Encrypt != "" {
 		ccfg.GossipKey, _ = DecodeGossipKey(a.cfg.Encrypt)
 	}
-	if ccfg.GossipKey, ccfg.GossipKeys, err = a.startingGossipKeys(a.dataDir.Path, ccfg.GossipKey); err != nil {
+	if ccfg.GossipKey, ccfg.GossipKeys, ccfg.RetryKeyMismatch, err = a.startingGossipKeys(a.dataDir.Path, ccfg.GossipKey); err != nil {
 		return err
 	}
 	if a.deps.TuneCluster != nil {

@@ -90,13 +90,16 @@ func writeKeyringFile(dir string, primary []byte, all [][]byte) error {
 // startingGossipKeys decides the keyring gossip starts with: the keyring
 // file's when there is one (it holds the rotations this node applied;
 // --encrypt, unchanged in a service's unit file, would be stale), else
-// --encrypt. A node that missed a rotation while it was away and was
-// dropped from Raft meanwhile (so cannot catch up from the log) comes back
-// with its keyring file deleted and --encrypt set to the current key.
-func (a *Agent) startingGossipKeys(dir string, flagKey []byte) (primary []byte, extra [][]byte, err error) {
+// --encrypt. With a keyring file the node has been in the cluster, so a
+// first join refused for its key (retryKeys) is retried: it missed a
+// rotation while it was down and catches up with the keyring through Raft
+// (the leader still has it in its configuration, for --dead-server-grace).
+// A node dropped from Raft meanwhile cannot: it comes back with its keyring
+// file deleted and --encrypt set to the current key.
+func (a *Agent) startingGossipKeys(dir string, flagKey []byte) (primary []byte, extra [][]byte, retryKeys bool, err error) {
 	primary, all, ok, err := readKeyringFile(dir)
 	if err != nil || !ok {
-		return flagKey, nil, err
+		return flagKey, nil, false, err
 	}
 	a.log.Info("gossip keyring file found; it overrides --encrypt", "file", filepath.Join(dir, KeyringFile),
 		"keys", len(all), "primary", store.KeyFingerprint(primary))
@@ -105,7 +108,7 @@ func (a *Agent) startingGossipKeys(dir string, flagKey []byte) (primary []byte, 
 			extra = append(extra, k)
 		}
 	}
-	return primary, extra, nil
+	return primary, extra, true, nil
 }
 
 // keyringSync applies the replicated keyring to this node's gossip and

@@ -165,3 +165,20 @@ func commandRevoke(name string, at time.Time, who, why string) store.Command {
 // InboundPeerConns returns how many peer-channel connections each peer
 // has open to this node (for tests and diagnostics).
 func (a *Agent) InboundPeerConns() map[string]int { return a.peer.InboundPeers() }
+
+// authorizeRaftPeer admits a Raft connection from a live gossip member
+// (authorizePeer) or from a server in this node's Raft configuration: a
+// node that missed a gossip key rotation while it was down cannot gossip
+// until it has caught up with the keyring through Raft, so its leader must
+// be able to reach it (and its own gossip does not know the leader yet).
+// Revoked nodes are out of the configuration and refused by certRevoked.
+func (a *Agent) authorizeRaftPeer(name string) error {
+	err := a.authorizePeer(name)
+	if err == nil {
+		return nil
+	}
+	if c := a.liveCluster.Load(); c != nil && !a.revoked(name) && c.InRaft(name) {
+		return nil
+	}
+	return err
+}
