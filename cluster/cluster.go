@@ -79,6 +79,8 @@ type Cluster struct {
 	raftLn      net.Listener
 	stream      *streamLayer
 	keyring     *memberlist.Keyring
+	// updateMu serialises memberlist UpdateNode calls (update.go).
+	updateMu    sync.Mutex
 	delegate    *delegate
 	ml          *memberlist.Memberlist
 	raft        *raft.Raft
@@ -560,7 +562,7 @@ func (c *Cluster) SetLoad(load []byte, timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
-	return c.ml.UpdateNode(timeout)
+	return c.updateNode(timeout)
 }
 
 // SetServices publishes the state of the TCP services this node offers
@@ -581,7 +583,7 @@ func (c *Cluster) SetServices(svcs map[string]ServiceMeta, timeout time.Duration
 	if err != nil {
 		return err
 	}
-	return c.ml.UpdateNode(timeout)
+	return c.updateNode(timeout)
 }
 
 // GossipAddr is the advertised gossip address.
@@ -612,7 +614,7 @@ func (c *Cluster) AnnounceLeaving(timeout time.Duration) error {
 	if err != nil || already {
 		return err
 	}
-	if err := c.ml.UpdateNode(timeout); err != nil {
+	if err := c.updateNode(timeout); err != nil {
 		return fmt.Errorf("announce leave: %w", err)
 	}
 	return nil
