@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"slices"
 	"strings"
@@ -34,35 +36,9 @@ func newKeyringListCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "list", Short: "List the gossip keys (by fingerprint) and which nodes hold them", Args: cobra.NoArgs}
 	api := apiFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		var v agent.KeyringView
-		if _, err := getJSON(cmd.Context(), *api, "/v1/keyring", &v); err != nil {
+		v, views, unreachable, err := keyringViews(cmd.Context(), *api)
+		if err != nil {
 			return err
-		}
-		if !v.Encrypted {
-			return errors.New("gossip is not encrypted in this cluster (agents run without --encrypt)")
-		}
-		// Ask every live member for its own view: a node holds a key once
-		// its replica has applied the change.
-		var members []agent.MemberView
-		if _, err := getJSON(cmd.Context(), *api, "/v1/members", &members); err != nil {
-			return err
-		}
-		views := map[string]agent.KeyringView{}
-		var unreachable []string
-		for _, m := range members {
-			if m.Status != cluster.StatusAlive && m.Status != cluster.StatusSuspect {
-				continue
-			}
-			if m.Name == v.Node {
-				views[m.Name] = v
-				continue
-			}
-			var nv agent.KeyringView
-			if _, err := getJSON(cmd.Context(), sameScheme(*api, m.Addresses.API), "/v1/keyring", &nv); err != nil || m.Addresses.API == "" {
-				unreachable = append(unreachable, m.Name)
-				continue
-			}
-			views[m.Name] = nv
 		}
 		out := cmd.OutOrStdout()
 		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
@@ -102,6 +78,68 @@ func newKeyringListCmd() *cobra.Command {
 	return cmd
 }
 
+// keyringViews fetches the keyring from --api and every live member's own
+// view of it (a node holds a key once its replica has applied the change).
+func keyringViews(ctx context.Context, api string) (agent.KeyringView, map[string]agent.KeyringView, []string, error) {
+	var v agent.KeyringView
+	if _, err := getJSON(ctx, api, "/v1/keyring", &v); err != nil {
+		return v, nil, nil, err
+	}
+	if !v.Encrypted {
+		return v, nil, nil, errors.New("gossip is not encrypted in this cluster (agents run without --encrypt)")
+	}
+	var members []agent.MemberView
+	if _, err := getJSON(ctx, api, "/v1/members", &members); err != nil {
+		return v, nil, nil, err
+	}
+	views := map[string]agent.KeyringView{}
+	var unreachable []string
+	for _, m := range members {
+		if m.Status != cluster.StatusAlive && m.Status != cluster.StatusSuspect || slices.Contains(v.Revoked, m.Name) {
+			continue
+		}
+		if m.Name == v.Node {
+			views[m.Name] = v
+			continue
+		}
+		var nv agent.KeyringView
+		if _, err := getJSON(ctx, sameScheme(api, m.Addresses.API), "/v1/keyring", &nv); err != nil || m.Addresses.API == "" {
+			unreachable = append(unreachable, m.Name)
+			continue
+		}
+		views[m.Name] = nv
+	}
+	return v, views, unreachable, nil
+}
+
+// checkRotationStep refuses a use of a key some live node does not hold
+// yet, or a removal of a key some node still encrypts with: either would
+// leave nodes unable to read each other's gossip for a moment.
+func checkRotationStep(ctx context.Context, api, action, fp string) error {
+	v, views, unreachable, err := keyringViews(ctx, api)
+	if err != nil {
+		return err
+	}
+	known := slices.ContainsFunc(v.Keys, func(k agent.KeyView) bool { return k.Fingerprint == fp })
+	if !known || action == "remove" && v.Primary == fp {
+		return nil // the leader refuses it with the reason
+	}
+	names := slices.Sorted(maps.Keys(views))
+	for _, name := range names {
+		nv := views[name]
+		switch {
+		case action == "use" && !slices.Contains(nv.LocalKeys, fp):
+			return fmt.Errorf("node %s does not hold key %s yet (applied index %d); wait for it (loadmesh keyring list), or use --force", name, fp, nv.AppliedIndex)
+		case action == "remove" && nv.LocalPrimary == fp:
+			return fmt.Errorf("node %s still encrypts gossip with key %s (applied index %d); wait for it (loadmesh keyring list), or use --force", name, fp, nv.AppliedIndex)
+		}
+	}
+	if len(unreachable) > 0 {
+		return fmt.Errorf("cannot check nodes %s (their API did not answer); use --force to go ahead", strings.Join(unreachable, ", "))
+	}
+	return nil
+}
+
 // sameScheme gives a member's API address the scheme of --api.
 func sameScheme(base, addr string) string {
 	if strings.HasPrefix(base, "https://") {
@@ -117,11 +155,24 @@ func newKeyringWriteCmd(action, short string) *cobra.Command {
 	}
 	api := apiFlag(cmd)
 	reason := cmd.Flags().String("reason", "", "why, for the audit log")
+	force := new(bool)
+	if action != "install" {
+		force = cmd.Flags().Bool("force", false, "skip the check that every live node is ready for this step")
+	}
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		key := strings.TrimSpace(args[0])
 		if action == "install" {
 			if _, err := agent.DecodeGossipKey(key); err != nil {
 				return fmt.Errorf("gossip key: %w", err)
+			}
+		}
+		if action != "install" && !*force {
+			fp := key
+			if k, derr := agent.DecodeGossipKey(key); derr == nil {
+				fp = store.KeyFingerprint(k)
+			}
+			if err := checkRotationStep(cmd.Context(), *api, action, fp); err != nil {
+				return err
 			}
 		}
 		var res agent.KeyringChange

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -263,6 +264,8 @@ type KeyringView struct {
 	AppliedIndex uint64 `json:"applied_index"`
 	// Encrypted is false for a cluster that gossips in the clear.
 	Encrypted bool `json:"encrypted"`
+	// Revoked are the revoked nodes (they no longer follow the keyring).
+	Revoked []string `json:"revoked,omitempty"`
 }
 
 // KeyView is one key of the replicated keyring.
@@ -310,6 +313,7 @@ func (a *Agent) keyringView() KeyringView {
 	want := kr.Fingerprints()
 	slices.Sort(want)
 	v.InSync = len(kr.Keys) > 0 && kr.Primary == v.LocalPrimary && slices.Equal(want, v.LocalKeys)
+	v.Revoked = slices.Sorted(maps.Keys(a.fsm.RevokedNodes()))
 	return v
 }
 
