@@ -52,6 +52,10 @@ type Deps struct {
 	// changes to the plan with (time.Now by default). Timers and ages
 	// measured between two readings are not affected by a constant offset.
 	Now func() time.Time
+	// Refuse, when set, names nodes (revoked ones) that gossip must not
+	// take back and the leader keeps out of Raft (refuse.go). Called on
+	// memberlist's goroutines: it must not block.
+	Refuse func(name string) bool
 }
 
 // RaftTLS configures mutual TLS on the Raft port.
@@ -73,6 +77,10 @@ type Cluster struct {
 	advertiseIP net.IP
 	gossipAddr  string
 	raftLn      net.Listener
+	stream      *streamLayer
+	keyring     *memberlist.Keyring
+	// updateMu serialises memberlist UpdateNode calls (update.go).
+	updateMu    sync.Mutex
 	delegate    *delegate
 	ml          *memberlist.Memberlist
 	raft        *raft.Raft
@@ -253,6 +261,7 @@ func (c *Cluster) startRaft(advertise string) error {
 		return fmt.Errorf("raft advertise %s: %w", advertise, err)
 	}
 	layer := &streamLayer{Listener: c.raftLn, advertise: adv}
+	c.stream = layer
 	if t := c.deps.RaftTLS; t != nil {
 		layer.serverTLS = t.Server
 		layer.clientTLS = func(address raft.ServerAddress) *tls.Config {
@@ -302,6 +311,16 @@ func (c *Cluster) startMemberlist() error {
 	mc.Logger = memberlistLogger(c.deps.Logger.With("component", "memberlist"))
 	if len(c.cfg.GossipKey) > 0 {
 		mc.SecretKey = c.cfg.GossipKey
+	}
+	// A keyring (keyring.go) rather than only SecretKey, so that keys can
+	// be installed, used and removed at run time.
+	kr, err := newKeyring(c.cfg.GossipKey, c.cfg.GossipKeys)
+	if err != nil {
+		return err
+	}
+	mc.Keyring, c.keyring = kr, kr
+	if c.deps.Refuse != nil {
+		mc.Alive = &aliveDelegate{c: c}
 	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -433,7 +452,7 @@ func (c *Cluster) joinLoop() {
 			continue
 		}
 		c.metrics.joins.WithLabelValues("error").Inc()
-		if kerr := gossipKeyError(err, c.cfg.Join); kerr != nil && first {
+		if kerr := gossipKeyError(err, c.cfg.Join); kerr != nil && first && !c.cfg.RetryKeyMismatch {
 			// Not a passing failure: retrying cannot help.
 			c.fail(kerr)
 			return
@@ -543,7 +562,7 @@ func (c *Cluster) SetLoad(load []byte, timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
-	return c.ml.UpdateNode(timeout)
+	return c.updateNode(timeout)
 }
 
 // SetServices publishes the state of the TCP services this node offers
@@ -564,7 +583,7 @@ func (c *Cluster) SetServices(svcs map[string]ServiceMeta, timeout time.Duration
 	if err != nil {
 		return err
 	}
-	return c.ml.UpdateNode(timeout)
+	return c.updateNode(timeout)
 }
 
 // GossipAddr is the advertised gossip address.
@@ -595,7 +614,7 @@ func (c *Cluster) AnnounceLeaving(timeout time.Duration) error {
 	if err != nil || already {
 		return err
 	}
-	if err := c.ml.UpdateNode(timeout); err != nil {
+	if err := c.updateNode(timeout); err != nil {
 		return fmt.Errorf("announce leave: %w", err)
 	}
 	return nil

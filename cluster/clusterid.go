@@ -109,7 +109,7 @@ func (c *Cluster) setClusterID(id, why string) {
 	}
 	c.log.Info("cluster id set", "cluster_id", id, "reason", why)
 	if c.ml != nil {
-		c.goFunc(func() { c.ml.UpdateNode(time.Second) })
+		c.goFunc(func() { c.updateNode(time.Second) })
 	}
 }
 

@@ -81,6 +81,15 @@ type Config struct {
 	// GossipKey enables memberlist encryption (16, 24 or 32 bytes). Empty
 	// means gossip in the clear.
 	GossipKey []byte
+	// GossipKeys are further keys of the gossip keyring (tried on what is
+	// received, never used to send), e.g. from the keyring file; only with
+	// GossipKey.
+	GossipKeys [][]byte
+	// RetryKeyMismatch keeps retrying a first join that fails on the
+	// gossip key instead of failing: a node that missed a key rotation
+	// while it was down catches up with the keyring through Raft, then
+	// joins.
+	RetryKeyMismatch bool
 }
 
 // DefaultConfig returns production defaults; NodeName must still be set.
@@ -161,6 +170,14 @@ func (c Config) Validate() error {
 	case 0, 16, 24, 32:
 	default:
 		add("gossip key is %d bytes; want 16, 24 or 32", len(c.GossipKey))
+	}
+	for _, k := range c.GossipKeys {
+		switch {
+		case len(c.GossipKey) == 0:
+			add("gossip keys are set without a primary gossip key")
+		case len(k) != 16 && len(k) != 24 && len(k) != 32:
+			add("a gossip keyring key is %d bytes; want 16, 24 or 32", len(k))
+		}
 	}
 	return errors.Join(errs...)
 }

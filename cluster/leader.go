@@ -157,6 +157,8 @@ func (c *Cluster) reconcile(missingSince map[string]time.Time, drains map[string
 		m, known := members[name]
 		remove, why := false, ""
 		switch {
+		case c.refused(name):
+			remove, why = true, "revoked"
 		case known && m.status == StatusLeft:
 			remove, why = true, "left the cluster"
 		case known && (m.status == StatusAlive || m.status == StatusSuspect):
@@ -197,7 +199,7 @@ func (c *Cluster) reconcile(missingSince map[string]time.Time, drains map[string
 	slices.Sort(names)
 	for _, name := range names {
 		m := members[name]
-		if m.status != StatusAlive || m.meta.Raft == "" || m.meta.Leaving || c.foreign(m) {
+		if m.status != StatusAlive || m.meta.Raft == "" || m.meta.Leaving || c.foreign(m) || c.refused(name) {
 			continue
 		}
 		s, ok := inRaft[name]

@@ -33,6 +33,9 @@ func (w *levelWriter) Write(p []byte) (int, error) {
 		}
 	}
 	msg = strings.TrimPrefix(msg, "memberlist: ")
+	if isRefusedAlive(msg) { // refuse.go: a revoked node repeats them every gossip round
+		level = slog.LevelDebug
+	}
 	w.log.Log(context.Background(), level, msg)
 	return len(p), nil
 }

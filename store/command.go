@@ -93,6 +93,10 @@ type Command struct {
 	Token *Token `json:"token,omitempty"`
 	// Cost is the record of cost.append.
 	Cost *cost.Record `json:"cost,omitempty"`
+	// Key is the gossip key of keyring.install; KeyID the fingerprint
+	// (KeyFingerprint) of keyring.use and keyring.remove.
+	Key   []byte `json:"key,omitempty"`
+	KeyID string `json:"key_id,omitempty"`
 }
 
 // Validate reports what is wrong with c, if anything.
@@ -124,10 +128,15 @@ func (c Command) Validate() error {
 		if err := validateCostRecord(c.Cost); err != nil {
 			errs = append(errs, err)
 		}
+	case OpKeyringInstall, OpKeyringUse, OpKeyringRemove:
+		if err := validateKeyringCommand(c); err != nil {
+			errs = append(errs, err)
+		}
+	case OpNodeRevoke:
 	default:
 		errs = append(errs, fmt.Errorf("unknown op %q", c.Op))
 	}
-	if c.Node == "" && (c.Op == OpNodeUpsert || c.Op == OpNodeState || c.Op == OpNodeRemove || c.Op == OpNodeLeft) {
+	if c.Node == "" && (c.Op == OpNodeUpsert || c.Op == OpNodeState || c.Op == OpNodeRemove || c.Op == OpNodeLeft || c.Op == OpNodeRevoke) {
 		errs = append(errs, errors.New("node name is empty"))
 	}
 	if c.Time.IsZero() {

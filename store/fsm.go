@@ -52,6 +52,10 @@ type State struct {
 	Cost       []cost.Record `json:"cost,omitempty"`
 	CostTotals cost.Totals   `json:"cost_totals,omitzero"`
 	CostMonth  CostMonth     `json:"cost_month,omitzero"`
+	// Keyring is the gossip keyring (keyring.go); Revoked the revoked
+	// nodes by name (revoke.go).
+	Keyring Keyring                `json:"keyring,omitzero"`
+	Revoked map[string]RevokedNode `json:"revoked,omitempty"`
 }
 
 // SpecRecord is one version of the scaling spec.
@@ -83,6 +87,10 @@ type FSM struct {
 	st State
 	// tokenIDs indexes st.Tokens by ID.
 	tokenIDs map[string]string
+
+	// secCh is closed at the next keyring or revocation change (keyring.go).
+	secMu sync.Mutex
+	secCh chan struct{}
 }
 
 // NewFSM returns an empty plan. reg may be nil.
@@ -251,6 +259,10 @@ func (f *FSM) apply(c Command) (scheduler.Event, error) {
 		// Not a plan change: no version bump, no audit entry.
 		f.applyCost(*c.Cost)
 		return scheduler.Event{}, nil
+	case OpKeyringInstall, OpKeyringUse, OpKeyringRemove:
+		return f.applyKeyring(c, ev)
+	case OpNodeRevoke:
+		return f.applyRevoke(c, ev)
 	}
 	p.Version++
 	ev.Version = p.Version
@@ -336,6 +348,7 @@ func (a *fsmAdapter) Restore(rc io.ReadCloser) error {
 	f.st = st
 	f.tokenIDs = indexTokens(st.Tokens)
 	f.mu.Unlock()
+	f.notifySecurity()
 	f.metrics.planVersion.Set(float64(st.Plan.Version))
 	return nil
 }

@@ -41,6 +41,11 @@ type Summary struct {
 	HistoryTo   time.Time `json:"history_to,omitzero"`
 	// Autoscaler is set when the state holds the autoscaler's state.
 	Autoscaler bool `json:"autoscaler"`
+	// GossipKeys are the gossip keyring's fingerprints (never the keys),
+	// GossipPrimary the primary's; Revoked counts revoked nodes.
+	GossipKeys    []string `json:"gossip_keys,omitempty"`
+	GossipPrimary string   `json:"gossip_primary,omitempty"`
+	Revoked       int      `json:"revoked_nodes,omitempty"`
 }
 
 // Summarize counts what st holds.
@@ -70,6 +75,10 @@ func Summarize(st State) Summary {
 	if n := len(st.History); n > 0 {
 		s.HistoryFrom, s.HistoryTo = st.History[0].Minute, st.History[n-1].Minute
 	}
+	if len(st.Keyring.Keys) > 0 {
+		s.GossipKeys, s.GossipPrimary = st.Keyring.Fingerprints(), st.Keyring.Primary
+	}
+	s.Revoked = len(st.Revoked)
 	return s
 }
 

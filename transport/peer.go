@@ -153,6 +153,10 @@ type PeerDeps struct {
 	// on a quic-go goroutine and must not block. Connections already
 	// established are not re-checked.
 	Authorize func(peerName string) error
+	// AuthorizeCert, if set, is asked about the peer's verified leaf
+	// certificate after Authorize (a revoked node's certificates issued
+	// before its revocation are refused this way); same rules.
+	AuthorizeCert func(cert *x509.Certificate) error
 
 	// Logger receives the component's logs. Nil discards them.
 	Logger *slog.Logger
@@ -175,6 +179,11 @@ type PeerServer struct {
 	metrics   *peerMetrics
 	client    *PeerClient
 	warnings  *peerLogLimiter
+
+	// authorizeCert is PeerDeps.AuthorizeCert; inbound tracks accepted
+	// connections by peer (peer_close.go).
+	authorizeCert func(*x509.Certificate) error
+	inbound       inboundConns
 
 	mu      sync.Mutex
 	started bool
@@ -232,6 +241,7 @@ func NewPeerServer(cfg PeerConfig, deps PeerDeps) (*PeerServer, error) {
 		metrics:   metrics,
 		warnings:  newPeerLogLimiter(time.Second),
 	}
+	s.authorizeCert = deps.AuthorizeCert
 	s.client = newPeerClient(s)
 	if err := registerPeerStats(deps.Registerer, s.client); err != nil { // peer_stats.go
 		return nil, fmt.Errorf("peer server: register peer connection stats: %w", err)
@@ -410,6 +420,8 @@ func (s *PeerServer) serveConn(conn *quic.Conn) {
 	gauge := s.metrics.conns.WithLabelValues(directionInbound)
 	gauge.Inc()
 	defer gauge.Dec()
+	s.inbound.add(name, conn)
+	defer s.inbound.remove(name, conn)
 	s.logger.Debug("peer connected", "peer", name, "addr", addr)
 
 	err := s.h3.ServeQUICConn(conn)
@@ -466,6 +478,13 @@ func (s *PeerServer) serverTLSConfig() *tls.Config {
 					claimed, _ := NodeNameFromCert(peerLeaf(cs))
 					s.refuse(refusedCertificate, claimed, remote, err)
 					return err
+				}
+				if s.authorizeCert != nil {
+					if err := s.authorizeCert(peerLeaf(cs)); err != nil {
+						claimed, _ := NodeNameFromCert(peerLeaf(cs))
+						s.refuse(refusedUnauthorized, claimed, remote, err)
+						return fmt.Errorf("node %q is not authorized: %w", claimed, err)
+					}
 				}
 				if s.authorize == nil {
 					return nil

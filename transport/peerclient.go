@@ -460,7 +460,7 @@ func (c *PeerClient) newFactory(t PeerTarget) *http3.Transport {
 	// A client dials with one QUIC version (as http3.Transport requires).
 	qc.Versions = []quic.Version{quic.SupportedVersions()[0]}
 	return &http3.Transport{
-		TLSClientConfig: c.srv.tls.ClientConfig(t.Name, http3.NextProtoH3),
+		TLSClientConfig: c.srv.authorizeServer(c.srv.tls.ClientConfig(t.Name, http3.NextProtoH3)),
 		QUICConfig:      qc,
 		// A forwarding proxy passes encodings through untouched.
 		DisableCompression:     true,

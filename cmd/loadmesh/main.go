@@ -56,7 +56,8 @@ leader that holds the capacity plan, and forward requests to each other.`,
 		newPlanCmd(), newEventsCmd(), newSimulateCmd(), newProvisionCmd(), newTokenCmd(), newLoadtestCmd(), newSnapshotCmd(), newRecoverCmd(), newCacheCmd(),
 		newNodeActionCmd("drain", "Drain a node: it finishes in-flight requests and takes no new ones"),
 		newNodeActionCmd("activate", "Make a node active: it takes traffic"),
-		newNodeActionCmd("cordon", "Hold a node out of rotation (operator hold)"))
+		newNodeActionCmd("cordon", "Hold a node out of rotation (operator hold)"),
+		newKeyringCmd(), newNodeCmd()) // cmd_keyring.go
 	root.AddCommand(newCostCmd())
 	return root
 }

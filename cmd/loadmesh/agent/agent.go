@@ -110,6 +110,11 @@ type Agent struct {
 	ingressCert atomic.Pointer[tls.Certificate]
 	reloadMu    sync.Mutex
 
+	// keyring applies the replicated gossip keyring (keyring.go);
+	// revocations enforces node revocations (revoke.go).
+	keyring     *keyringSync
+	revocations *revocationEnforcer
+
 	wg       sync.WaitGroup
 	stopOnce sync.Once
 	// costs is the leader's cost accounting (cost.go).
@@ -248,6 +253,8 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		Authorize:  a.authorizePeer,
 		Logger:     a.log,
 		Registerer: a.reg,
+
+		AuthorizeCert: a.certRevoked, // revoke.go
 	})
 	if err != nil {
 		return err
@@ -305,6 +312,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if a.cfg.Encrypt != "" {
 		ccfg.GossipKey, _ = DecodeGossipKey(a.cfg.Encrypt)
 	}
+	if ccfg.GossipKey, ccfg.GossipKeys, ccfg.RetryKeyMismatch, err = a.startingGossipKeys(a.dataDir.Path, ccfg.GossipKey); err != nil {
+		return err
+	}
 	if a.deps.TuneCluster != nil {
 		a.deps.TuneCluster(&ccfg)
 	}
@@ -323,10 +333,11 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		LogStore:     a.dataDir.Bolt,
 		StableStore:  a.dataDir.Bolt,
 		Snapshots:    a.dataDir.Snapshots,
-		LeaderHooks:  []cluster.LeaderHook{a.autoscaler, a.sec, a.costs},
+		LeaderHooks:  []cluster.LeaderHook{a.autoscaler, a.sec, a.costs, keyringHook{a}},
 		NewNodeState: a.newNodeState,
 		Messages:     a.limitMessages(),
 		Now:          a.deps.Now,
+		Refuse:       a.revoked,
 		RaftTLS: &cluster.RaftTLS{
 			Server: a.raftServerTLS(),
 			Client: func(peer string) *tls.Config { return a.mtls.ClientConfig(peer, raftALPN) },
@@ -342,6 +353,8 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	a.liveCluster.Store(a.cluster)
 
 	a.peers.start(a.cluster, a.fsm)
+	a.startKeyringSync()
+	a.startRevocations()
 	if a.health != nil {
 		a.health.Start()
 	}
@@ -428,6 +441,8 @@ func (a *Agent) close(graceful bool) error {
 		a.peers.stop()
 	}
 	a.closeCache()
+	a.stopKeyringSync()
+	a.stopRevocations()
 	if a.health != nil {
 		a.health.Shutdown()
 	}

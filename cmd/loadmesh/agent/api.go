@@ -185,6 +185,8 @@ func (a *Agent) apiHandler() http.Handler {
 	a.registerDashboard(mux)
 	a.registerCostAPI(mux)
 	a.registerCacheAPI(mux)
+	a.registerKeyringAPI(mux)
+	mux.HandleFunc("POST /v1/nodes/{name}/revoke", a.leaderOnly(a.revokeNode))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)

@@ -96,7 +96,7 @@ func (v *peerView) refresh(c *cluster.Cluster, plan *store.FSM) {
 		}
 		// A suspect stays a candidate: gossip suspicion is slow and often
 		// wrong under load; retries and outlier ejection react faster.
-		if m.Status == cluster.StatusLeft || m.Status == cluster.StatusDead {
+		if m.Status == cluster.StatusLeft || m.Status == cluster.StatusDead || c.Refused(m.Name) {
 			v.client.ClosePeer(m.Name)
 			v.loads.Forget(m.Name)
 			continue

@@ -27,7 +27,11 @@ func (a *Agent) raftServerTLS() *tls.Config {
 		if err != nil {
 			return err
 		}
-		if err := a.authorizePeer(name); err != nil {
+		if err := a.certRevoked(cs.PeerCertificates[0]); err != nil { // revoke.go
+			a.log.Warn("refused a raft connection from a revoked node", "peer", name, "error", err)
+			return fmt.Errorf("raft: %w", err)
+		}
+		if err := a.authorizeRaftPeer(name); err != nil {
 			a.log.Warn("refused a raft connection from a non-member", "peer", name, "error", err)
 			return fmt.Errorf("raft: %w", err)
 		}
