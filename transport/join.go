@@ -61,6 +61,9 @@ type JoinResponse struct {
 	Seeds []string `json:"seeds,omitempty"`
 	// Signer names the leader that signed the certificate.
 	Signer string `json:"signer,omitempty"`
+	// Retry marks a refusal that may pass later (no leader yet, leadership
+	// moving): the client tries again.
+	Retry bool `json:"retry,omitempty"`
 }
 
 // JoinCall is a join request as a PeerServer received it.
@@ -81,6 +84,8 @@ type JoinHandler func(ctx context.Context, call JoinCall) JoinResponse
 type JoinError struct {
 	Server string
 	Msg    string
+	// Retry is set when trying again later may succeed.
+	Retry bool
 }
 
 func (e *JoinError) Error() string { return e.Msg }
@@ -206,7 +211,7 @@ func RequestJoin(ctx context.Context, addr string, conf *tls.Config, req JoinReq
 		return resp, fmt.Errorf("join server %s: malformed answer: %w", addr, err)
 	}
 	if resp.Error != "" {
-		return resp, &JoinError{Server: addr, Msg: resp.Error}
+		return resp, &JoinError{Server: addr, Msg: resp.Error, Retry: resp.Retry}
 	}
 	if resp.Cert == "" {
 		return resp, fmt.Errorf("join server %s: answer carries no certificate", addr)
@@ -219,4 +224,11 @@ func RequestJoin(ctx context.Context, addr string, conf *tls.Config, req JoinReq
 func IsJoinRefusal(err error) bool {
 	var je *JoinError
 	return errors.As(err, &je)
+}
+
+// IsFinalJoinRefusal reports whether err is a refusal that trying again
+// will not change (a bad token, say).
+func IsFinalJoinRefusal(err error) bool {
+	var je *JoinError
+	return errors.As(err, &je) && !je.Retry
 }

@@ -51,6 +51,9 @@ type Options struct {
 	// as in production. By default a loopback request without one is
 	// taken as carrying Token, so tests can call the API directly.
 	StrictAuth bool
+	// CA, when set, is the cluster CA instead of a new one (tests that need
+	// its key in a file).
+	CA *transport.CA
 }
 
 // Token is the operator token every test cluster is bootstrapped with
@@ -120,6 +123,9 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 	ca, err := transport.NewCA("loadmesh test CA", transport.DefaultCALifetime)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if opts.CA != nil {
+		ca = opts.CA
 	}
 	c := &Cluster{opts: opts, log: newLogSink(t), CA: ca}
 	t.Cleanup(c.log.close) // runs last: after every agent has stopped

@@ -110,6 +110,14 @@ type Agent struct {
 	ingressCert atomic.Pointer[tls.Certificate]
 	reloadMu    sync.Mutex
 
+	// joined is set for a node whose certificate the cluster issued (a
+	// join token); joinLimit limits failed join attempts per source IP;
+	// renewCancel and renewWG run the renewal loop (join_*.go).
+	joined      *joinedIdentity
+	joinLimit   joinLimiter
+	renewCancel context.CancelFunc
+	renewWG     sync.WaitGroup
+
 	wg       sync.WaitGroup
 	stopOnce sync.Once
 }
@@ -175,7 +183,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if a.httpLn, err = net.Listen("tcp", a.cfg.HTTP); err != nil {
 		return fmt.Errorf("http listen %s: %w", a.cfg.HTTP, err)
 	}
-	if a.mtls, err = a.loadTLS(); err != nil {
+	if a.mtls, err = a.loadTLS(ctx); err != nil {
 		return err
 	}
 	if err := a.sec.start(); err != nil {
@@ -233,6 +241,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			peerHandler.ServeHTTP(w, r)
 		}),
 		Authorize:  a.authorizePeer,
+		Join:       a.handleJoin,
 		Logger:     a.log,
 		Registerer: a.reg,
 	})
@@ -292,6 +301,16 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if a.cfg.Encrypt != "" {
 		ccfg.GossipKey, _ = DecodeGossipKey(a.cfg.Encrypt)
 	}
+	if a.joined != nil {
+		// A node that joined with a token uses the gossip key and seeds it
+		// received, unless given its own.
+		if keys := a.joinGossipKeys(); ccfg.GossipKey == nil && len(keys) > 0 {
+			ccfg.GossipKey = keys[0]
+		}
+		if len(ccfg.Join) == 0 {
+			ccfg.Join = a.joined.seeds
+		}
+	}
 	if a.deps.TuneCluster != nil {
 		a.deps.TuneCluster(&ccfg)
 	}
@@ -343,6 +362,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	a.startLimits()
 	a.startSeries()
 	a.startBackups()
+	a.startRenewal()
 	if err := a.startIngress(); err != nil {
 		return err
 	}
@@ -421,6 +441,7 @@ func (a *Agent) close(graceful bool) error {
 	a.stopPublisher()
 	a.stopSeries()
 	a.stopBackups()
+	a.stopRenewal()
 	a.sec.stop()
 	if a.tcp != nil {
 		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
