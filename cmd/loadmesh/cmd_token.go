@@ -170,6 +170,16 @@ func newTokenCreateCmd() *cobra.Command {
 		if !created.Expires.IsZero() {
 			expires = "expires " + created.Expires.Local().Format(time.DateTime)
 		}
+		if created.Role == store.RoleJoin {
+			switch created.Uses {
+			case 0:
+				expires += ", any number of uses"
+			case 1:
+				expires += ", single use"
+			default:
+				expires += fmt.Sprintf(", %d uses", created.Uses)
+			}
+		}
 		fmt.Fprintf(out, "Created token %q (role %s, %s). It is shown only this once:\n\n%s\n", created.Name, created.Role, expires, created.Token)
 		return nil
 	}
