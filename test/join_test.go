@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/loadmesh/loadmesh/cmd/loadmesh/agent"
 	"github.com/loadmesh/loadmesh/cmd/loadmesh/demo"
+	"github.com/loadmesh/loadmesh/cmd/loadmesh/provision"
 	"github.com/loadmesh/loadmesh/store"
 	"github.com/loadmesh/loadmesh/test/harness"
 	"github.com/loadmesh/loadmesh/test/retry"
@@ -407,4 +409,97 @@ func parseLeaf(t *testing.T, certPEM []byte) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// recordScript records the hook request it got on stdin in dir.
+const recordScript = `#!/bin/sh
+cat > "%s/$LOADMESH_HOOK_ID.json.tmp" && mv "%s/$LOADMESH_HOOK_ID.json.tmp" "%s/$LOADMESH_HOOK_ID.json"
+echo '{"started":["via-test"]}'
+`
+
+// TestScaleOutHookCarriesAWorkingJoinToken: the scale_out hook's request
+// holds a fresh join token, the join servers and the CA certificate, and
+// a node started with just those joins.
+func TestScaleOutHookCarriesAWorkingJoinToken(t *testing.T) {
+	skipShort(t)
+	dir := t.TempDir()
+	script := filepath.Join(dir, "provision.sh")
+	if err := os.WriteFile(script, fmt.Appendf(nil, recordScript, dir, dir, dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := joinCluster(t, 0)
+	leader := c.WaitForLeader(t)
+	spec := fmt.Sprintf(`mode: auto
+interval: 1s
+limits: {min_active: 4, max_active: 5}
+targets: {inflight_utilisation: 0.7}
+standby: {keep: 0}
+hooks:
+  scale_out: {command: ["/bin/sh", %q], timeout: 10s, retries: 0}
+  provision_timeout: 5m
+`, script)
+	retry.Run(t, func(r *retry.R) {
+		resp, err := http.Post("http://"+c.WaitForLeader(t).APIAddr()+"/v1/plan", "application/yaml", strings.NewReader(spec))
+		r.Check(err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			r.Fatalf("apply spec: %s %s", resp.Status, b)
+		}
+	})
+	var req provision.Request
+	retry.RunFor(t, 30*time.Second, func(r *retry.R) {
+		files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+		if len(files) == 0 {
+			r.Fatalf("no hook request recorded")
+		}
+		f, err := os.Open(files[0])
+		r.Check(err)
+		defer f.Close()
+		req, err = provision.ReadRequest(f)
+		r.Check(err)
+	})
+	if req.Kind != provision.KindScaleOut || req.JoinToken == "" || len(req.JoinServers) != 3 || !strings.Contains(req.CACert, "BEGIN CERTIFICATE") {
+		t.Fatalf("hook request without what a new node needs: token %v servers %v ca %d bytes", req.JoinToken != "", req.JoinServers, len(req.CACert))
+	}
+	id, _, err := agent.ParseToken(req.JoinToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, ok := leader.Plan().TokenByID(id)
+	if !ok || tok.Role != store.RoleJoin || tok.Uses != req.Count || tok.CreatedBy != "autoscaler" || tok.Expires.Sub(tok.Created) < time.Hour {
+		t.Fatalf("hook token %+v (count %d)", tok, req.Count)
+	}
+	// The token's creation is audited, and the event does not show the
+	// secret.
+	created := false
+	for _, ev := range leader.Plan().Events(0) {
+		if ev.Kind == string(store.OpTokenCreate) && ev.Who == "autoscaler" && strings.Contains(ev.Why, req.ID) {
+			created = true
+		}
+		if strings.Contains(ev.After+ev.Before+ev.Why, req.JoinToken[20:]) {
+			t.Fatalf("audit event shows the token secret: %+v", ev)
+		}
+	}
+	if !created {
+		t.Fatal("hook token creation not audited")
+	}
+
+	// A provisioning script has everything: start a node with only these.
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, []byte(req.CACert), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := agent.DefaultConfig()
+	cfg.Name, cfg.DataDir = "autoscaled", t.TempDir()
+	cfg.Gossip, cfg.Raft, cfg.Peer, cfg.HTTP, cfg.API = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.TLSCA, cfg.JoinToken, cfg.JoinServers, cfg.Join = caFile, req.JoinToken, req.JoinServers, req.Cluster.Seeds
+	if _, err := startJoiner(t, cfg); err != nil {
+		t.Fatal(err)
+	}
+	retry.Run(t, func(r *retry.R) {
+		if m, ok := c.WaitForLeader(t).Cluster().Member("autoscaled"); !ok || m.Status != "alive" {
+			r.Fatalf("autoscaled node not alive: %+v", m)
+		}
+	})
 }
