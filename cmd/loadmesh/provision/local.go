@@ -178,12 +178,13 @@ type LocalNode struct {
 	Host  string     `json:"host"`
 	Ports LocalPorts `json:"ports"`
 	// RequestID is the request that started it.
-	RequestID string `json:"request_id,omitempty"`
+	RequestID string    `json:"request_id,omitempty"`
+	Started   time.Time `json:"started"`
+
 	// JoinServers, when set, are where the node requested its
 	// certificate with the request's join token (tls/join-token) instead
 	// of one this provisioner issued.
-	JoinServers []string  `json:"join_servers,omitempty"`
-	Started     time.Time `json:"started"`
+	JoinServers []string `json:"join_servers,omitempty"`
 }
 
 // LocalPorts are a local node's listening ports on LocalNode.Host.
