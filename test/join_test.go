@@ -305,6 +305,17 @@ func TestJoinWithToken(t *testing.T) {
 		refused(t, "joiner", fresh.Token, leader, `node name "joiner" is in use by a live member`)
 	})
 
+	// Creating a join token prunes those spent for over an hour ("old"
+	// expired an hour before it was made); the used-up one made minutes
+	// ago stays listed.
+	names := map[string]bool{}
+	for _, tk := range c.WaitForLeader(t).Plan().Tokens() {
+		names[tk.Name] = true
+	}
+	if names["old"] || !names[tok.Name] {
+		t.Fatalf("tokens after pruning: %v", names)
+	}
+
 	// A restart uses the certificate it has; the used-up token does not
 	// matter any more.
 	if err := j.Shutdown(context.Background()); err != nil {
@@ -502,4 +513,51 @@ hooks:
 			r.Fatalf("autoscaled node not alive: %+v", m)
 		}
 	})
+}
+
+// TestJoinClientErrors: a new node says in one line when no join server
+// answers, and when the server's certificate is not from the CA it was
+// given (it trusts nothing else, and sends no request there).
+func TestJoinClientErrors(t *testing.T) {
+	skipShort(t)
+	c, _ := joinCluster(t, 0)
+	other, err := transport.NewCA("another CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherFile := filepath.Join(t.TempDir(), "other-ca.pem")
+	if err := os.WriteFile(otherFile, other.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tok := createJoinToken(t, c.WaitForLeader(t), `{"role":"join"}`)
+	start := func(cfg agent.Config, within time.Duration) error {
+		a, err := agent.New(cfg, agent.Deps{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), within)
+		defer cancel()
+		err = a.Start(ctx)
+		if err == nil {
+			a.Shutdown(context.Background())
+		}
+		return err
+	}
+	cfg := joinerConfig(t, c, "stranger", otherFile, tok.Token, c.Nodes[0])
+	err = start(cfg, 20*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "does not verify against the given --tls-ca") {
+		t.Fatalf("server from another CA: %v", err)
+	}
+	if id, _, _ := agent.ParseToken(tok.Token); true {
+		if left, _ := c.WaitForLeader(t).Plan().TokenByID(id); left.Used != 0 {
+			t.Fatal("the token was spent on a server the node does not trust")
+		}
+	}
+	cfg = joinerConfig(t, c, "lonely", c.Nodes[0].Cfg.TLSCA, tok.Token, c.Nodes[0])
+	cfg.JoinServers = []string{"127.0.0.1:1"}
+	err = start(cfg, 3*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "no join server reachable (tried 127.0.0.1:1)") {
+		t.Fatalf("nothing listening: %v", err)
+	}
+	t.Logf("%v", err)
 }

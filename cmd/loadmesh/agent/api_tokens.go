@@ -118,6 +118,9 @@ func (a *Agent) createToken(w http.ResponseWriter, r *http.Request) {
 	if req.Role == store.RoleJoin {
 		tok.Expires, tok.Uses = now.Add(joinTTL), uses
 	}
+	if req.Role == store.RoleJoin {
+		a.pruneJoinTokens()
+	}
 	why := req.Reason
 	if why == "" {
 		why = "token create"

@@ -31,6 +31,7 @@ func (h *autoscalerHook) addJoinToken(req *provision.Request, hk autoscale.HookR
 	}
 	hookTime := time.Duration(1+hk.Hook.Retries) * (hk.Hook.Timeout.D() + hk.Hook.FirstBackoff())
 	ttl := min(max(hookTime+provisionTimeout, time.Hour), maxJoinTokenTTL)
+	a.pruneJoinTokens()
 	secret, err := NewToken()
 	if err != nil {
 		a.log.Warn("hook request without join token", "id", req.ID, "error", err)

@@ -79,8 +79,9 @@ func (l *joinLimiter) failed(ip string) { l.get(ip).Allow() }
 func (a *Agent) handleJoin(ctx context.Context, call transport.JoinCall) transport.JoinResponse {
 	req := call.Request
 	source := hostOf(call.Remote)
-	// Only a cluster node may carry a request on someone else's behalf.
-	forwarded := req.ForwardedBy != "" && call.Peer != ""
+	// Only a cluster node may carry a request on someone else's behalf,
+	// and only in its own name.
+	forwarded := req.ForwardedBy != "" && req.ForwardedBy == call.Peer
 	if forwarded {
 		source = req.Source
 	} else {

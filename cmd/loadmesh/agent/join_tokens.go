@@ -45,3 +45,29 @@ func joinTokenName(secret string) string {
 	id, _, _ := ParseToken(secret)
 	return "join-" + id[:8]
 }
+
+// spentTokenGrace is how long a spent join token (expired or used up)
+// stays listed, so that `token list` shows what became of it, before the
+// leader prunes it.
+const spentTokenGrace = time.Hour
+
+// pruneJoinTokens revokes, through Raft, the join tokens spent for longer
+// than spentTokenGrace. The leader runs it whenever it creates a join
+// token, which bounds how many pile up. Each removal is audited.
+func (a *Agent) pruneJoinTokens() {
+	now := a.now()
+	for _, t := range a.fsm.Tokens() {
+		spentSince := t.Expires
+		if t.Uses > 0 && t.Used >= t.Uses {
+			spentSince = t.Created // used up: at the latest since creation
+		}
+		if !t.Spent(now) || now.Sub(spentSince) < spentTokenGrace {
+			continue
+		}
+		if _, err := a.apply(store.Command{Op: store.OpTokenRevoke, Token: &store.Token{Name: t.Name}, Time: now.UTC(),
+			Who: a.cfg.Name, Why: "join token spent (expired or used up)"}); err != nil {
+			a.log.Warn("prune spent join token", "token", t.Name, "error", err)
+			return
+		}
+	}
+}
