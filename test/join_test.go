@@ -548,10 +548,9 @@ func TestJoinClientErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "does not verify against the given --tls-ca") {
 		t.Fatalf("server from another CA: %v", err)
 	}
-	if id, _, _ := agent.ParseToken(tok.Token); true {
-		if left, _ := c.WaitForLeader(t).Plan().TokenByID(id); left.Used != 0 {
-			t.Fatal("the token was spent on a server the node does not trust")
-		}
+	id, _, _ := agent.ParseToken(tok.Token)
+	if left, _ := c.WaitForLeader(t).Plan().TokenByID(id); left.Used != 0 {
+		t.Fatal("the token was spent on a server the node does not trust")
 	}
 	cfg = joinerConfig(t, c, "lonely", c.Nodes[0].Cfg.TLSCA, tok.Token, c.Nodes[0])
 	cfg.JoinServers = []string{"127.0.0.1:1"}
