@@ -88,6 +88,10 @@ strangers. The agents it starts get none of its LOADMESH_* variables.
 				return err
 			}
 			req, err := provision.ReadRequest(cmd.InOrStdin())
+			if cfg.TLSCA == "" && req.JoinToken == "" {
+				// Without the CA the nodes need the request's join token.
+				return provision.ErrNoCA
+			}
 			if err != nil {
 				return err
 			}
