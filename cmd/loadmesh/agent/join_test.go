@@ -2,6 +2,9 @@ package agent
 
 import (
 	"crypto/x509"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -116,5 +119,23 @@ func TestRenewDue(t *testing.T) {
 	}
 	if d := renewCheck(c); d < 48*time.Minute || d > time.Hour+12*time.Minute {
 		t.Fatalf("check interval %s", d)
+	}
+}
+
+func TestJoinTokenGrantsNoAPICall(t *testing.T) {
+	secret, _ := NewToken()
+	tok := tokenRecord(secret, "j", store.RoleJoin, time.Now(), "test")
+	tok.Expires, tok.Uses = time.Now().Add(time.Hour), 1
+	au := &authenticator{tokens: fakeTokens{tok.ID: tok}, now: time.Now, log: slog.New(slog.DiscardHandler)}
+	h := au.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+	for _, c := range []struct{ method, path string }{{"GET", "/v1/status"}, {"POST", "/v1/tokens"}, {"GET", "/v1/tokens"}} {
+		r := httptest.NewRequest(c.method, c.path, nil)
+		r.RemoteAddr = "192.0.2.7:40000"
+		r.Header.Set("Authorization", "Bearer "+secret)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), "has role join") {
+			t.Errorf("%s %s with a join token: %d %s", c.method, c.path, w.Code, w.Body.String())
+		}
 	}
 }
