@@ -51,6 +51,11 @@ const (
 	// OpCostAppend adds the leader's cost record (Cost) for one period and
 	// adds it to the cumulative cost totals (store/cost.go).
 	OpCostAppend Op = "cost.append"
+	// OpTokenUse spends one use of the join token named Token.Name for
+	// the node Node; After describes what was issued with it (certificate
+	// serial and expiry). It fails, changing nothing, for a token that is
+	// unknown, not a join token, expired or used up.
+	OpTokenUse Op = "token.use"
 )
 
 // DemandPoint is one minute of cluster demand.
@@ -120,7 +125,7 @@ func (c Command) Validate() error {
 		if c.Kind == "" || len(c.Kind) > 64 {
 			errs = append(errs, errors.New("audit record kind must be 1 to 64 bytes"))
 		}
-	case OpTokenCreate, OpTokenRevoke:
+	case OpTokenCreate, OpTokenRevoke, OpTokenUse:
 		if err := validateToken(c.Token, c.Op); err != nil {
 			errs = append(errs, err)
 		}

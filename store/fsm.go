@@ -253,7 +253,7 @@ func (f *FSM) apply(c Command) (scheduler.Event, error) {
 		ev.Kind, ev.Before, ev.After = c.Kind, c.Before, c.After
 		ev.Version = p.Version
 		return f.record(ev), nil
-	case OpTokenCreate, OpTokenRevoke:
+	case OpTokenCreate, OpTokenRevoke, OpTokenUse:
 		return f.applyToken(c, ev)
 	case OpCostAppend:
 		// Not a plan change: no version bump, no audit entry.

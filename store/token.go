@@ -21,6 +21,10 @@ const (
 	RoleRead Role = "read"
 	// RoleOperator may read and change everything, tokens included.
 	RoleOperator Role = "operator"
+	// RoleJoin may only be spent, once per use, by a new node to have its
+	// certificate signed by the cluster CA (token.use); it grants no API
+	// call.
+	RoleJoin Role = "join"
 )
 
 // roleGrants lists, for each role, the permissions it carries. A
@@ -28,6 +32,7 @@ const (
 var roleGrants = map[Role][]Role{
 	RoleRead:     {RoleRead},
 	RoleOperator: {RoleRead, RoleOperator},
+	RoleJoin:     {RoleJoin},
 }
 
 // Roles returns the known roles, sorted.
@@ -68,6 +73,10 @@ type Token struct {
 	CreatedBy string    `json:"created_by"`
 	// Bootstrap marks the cluster's first operator token.
 	Bootstrap bool `json:"bootstrap,omitempty"`
+	// Uses is how many times a join token may be spent (token.use); 0
+	// means without limit. Used counts the uses so far.
+	Uses int `json:"uses,omitempty"`
+	Used int `json:"used,omitempty"`
 }
 
 // Expired reports whether t no longer works at now.
@@ -79,6 +88,9 @@ func (t Token) describe() string {
 	s := fmt.Sprintf("token %s role=%s id=%s", t.Name, t.Role, t.ID)
 	if !t.Expires.IsZero() {
 		s += " expires=" + t.Expires.UTC().Format(time.RFC3339)
+	}
+	if t.Uses > 0 {
+		s += fmt.Sprintf(" uses=%d", t.Uses)
 	}
 	return s
 }
@@ -128,7 +140,7 @@ func validateToken(t *Token, op Op) error {
 	if err := ValidateTokenName(t.Name); err != nil {
 		errs = append(errs, err)
 	}
-	if op == OpTokenRevoke {
+	if op == OpTokenRevoke || op == OpTokenUse {
 		return errors.Join(errs...)
 	}
 	if !t.Role.Valid() {
@@ -145,6 +157,12 @@ func validateToken(t *Token, op Op) error {
 	}
 	if !t.Expires.IsZero() && !t.Expires.After(t.Created) {
 		errs = append(errs, errors.New("token expires before it is created"))
+	}
+	if t.Uses < 0 || t.Used < 0 || t.Uses > 0 && t.Used > t.Uses {
+		errs = append(errs, fmt.Errorf("token uses %d and used %d are inconsistent", t.Uses, t.Used))
+	}
+	if t.Role == RoleJoin && t.Expires.IsZero() {
+		errs = append(errs, errors.New("a join token must expire"))
 	}
 	if len(t.CreatedBy) > 128 {
 		errs = append(errs, errors.New("token creator name longer than 128 bytes"))
@@ -197,6 +215,8 @@ func (f *FSM) applyToken(c Command, ev scheduler.Event) (scheduler.Event, error)
 		delete(f.st.Tokens, t.Name)
 		delete(f.tokenIDs, t.ID)
 		ev.Before = t.describe()
+	case OpTokenUse:
+		return f.applyTokenUse(c, ev)
 	}
 	return f.record(ev), nil
 }

@@ -39,7 +39,7 @@ func TestRoles(t *testing.T) {
 			t.Errorf("%q.Allows(%q) = %v, want %v", tt.r, tt.need, got, tt.ok)
 		}
 	}
-	if got := Roles(); len(got) != 2 || got[0] != RoleOperator || got[1] != RoleRead {
+	if got := Roles(); len(got) != 3 || got[0] != RoleJoin || got[1] != RoleOperator || got[2] != RoleRead {
 		t.Errorf("Roles() = %v", got)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -158,6 +159,12 @@ type PeerDeps struct {
 	// before its revocation are refused this way); same rules.
 	AuthorizeCert func(cert *x509.Certificate) error
 
+	// Join, if set, answers requests of the join protocol (JoinALPN) on
+	// the peer port: certificate requests of new nodes (with a join token)
+	// and renewals (authenticated by the node certificate). Without it the
+	// peer port does not speak the protocol.
+	Join JoinHandler
+
 	// Logger receives the component's logs. Nil discards them.
 	Logger *slog.Logger
 
@@ -175,6 +182,7 @@ type PeerServer struct {
 	tls       *MutualTLS
 	handler   http.Handler
 	authorize func(string) error
+	join      JoinHandler
 	logger    *slog.Logger
 	metrics   *peerMetrics
 	client    *PeerClient
@@ -237,6 +245,7 @@ func NewPeerServer(cfg PeerConfig, deps PeerDeps) (*PeerServer, error) {
 		tls:       deps.TLS,
 		handler:   deps.Handler,
 		authorize: deps.Authorize,
+		join:      deps.Join,
 		logger:    logger,
 		metrics:   metrics,
 		warnings:  newPeerLogLimiter(time.Second),
@@ -409,6 +418,10 @@ func (s *PeerServer) acceptLoop(ctx context.Context) {
 			}
 			return
 		}
+		if s.join != nil && conn.ConnectionState().TLS.NegotiatedProtocol == JoinALPN {
+			s.wg.Go(func() { s.serveJoin(ctx, conn) })
+			continue
+		}
 		s.wg.Go(func() { s.serveConn(conn) })
 	}
 }
@@ -495,6 +508,9 @@ func (s *PeerServer) serverTLSConfig() *tls.Config {
 					return fmt.Errorf("node %q is not authorized: %w", name, err)
 				}
 				return nil
+			}
+			if s.join != nil && slices.Contains(hello.SupportedProtos, JoinALPN) {
+				return s.joinTLSConfig(base, cfg.VerifyConnection), nil
 			}
 			return cfg, nil
 		},

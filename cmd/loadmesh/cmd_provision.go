@@ -67,9 +67,6 @@ strangers. The agents it starts get none of its LOADMESH_* variables.
 			if err != nil {
 				return err
 			}
-			if !list && !stopAll && cfg.TLSCA == "" {
-				return provision.ErrNoCA
-			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			out := cmd.OutOrStdout()
@@ -91,6 +88,10 @@ strangers. The agents it starts get none of its LOADMESH_* variables.
 				return err
 			}
 			req, err := provision.ReadRequest(cmd.InOrStdin())
+			if cfg.TLSCA == "" && req.JoinToken == "" {
+				// Without the CA the nodes need the request's join token.
+				return provision.ErrNoCA
+			}
 			if err != nil {
 				return err
 			}
@@ -110,7 +111,7 @@ strangers. The agents it starts get none of its LOADMESH_* variables.
 	f.StringSliceVar(&cfg.Join, "join", nil, "gossip seed host:port for new agents (repeatable or comma-separated; default: the request's cluster.seeds)")
 	f.StringVar(&cfg.NamePrefix, "name-prefix", cfg.NamePrefix, "node names are <prefix>-<zone>-<n>")
 	f.StringVar(&cfg.Host, "host", cfg.Host, "IP address the agents listen on and advertise")
-	f.StringVar(&cfg.TLSCA, "tls-ca", "", "cluster CA certificate, from loadmesh tls ca create (required to start nodes)")
+	f.StringVar(&cfg.TLSCA, "tls-ca", "", "cluster CA certificate, from loadmesh tls ca create (required to start nodes, unless the hook request carries a join token)")
 	f.StringVar(&cfg.TLSCAKey, "tls-ca-key", "", "cluster CA private key; each new node gets a certificate signed by it")
 	f.StringVar(&cfg.Backend, "backend", "", "--backend URL for every agent")
 	f.BoolVar(&cfg.DemoBackend, "demo-backend", false, "give every agent a loadmesh backend process of its own")

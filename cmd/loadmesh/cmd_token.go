@@ -133,22 +133,26 @@ LOADMESH_TOKEN.`,
 
 func newTokenCreateCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:     "create --name NAME --role read|operator",
+		Use:     "create --name NAME --role read|operator|join",
 		Short:   "Create a token; it is shown only this once",
 		Args:    cobra.NoArgs,
-		Example: "  loadmesh token create --name grafana --role read --ttl 2160h",
+		Example: "  loadmesh token create --name grafana --role read --ttl 2160h\n  loadmesh token create --role join --ttl 1h --uses 1",
 	}
 	api := apiFlag(cmd)
 	name := cmd.Flags().String("name", "", "token name, shown in the audit log (letters, digits, . _ -)")
-	role := cmd.Flags().String("role", "", "read or operator")
+	role := cmd.Flags().String("role", "", "read, operator, or join (a short-lived token a new node requests its certificate with)")
+	uses := cmd.Flags().Int("uses", 1, "join tokens: how many nodes may join with it (0: any number until it expires)")
 	ttl := cmd.Flags().Duration("ttl", 0, "the token stops working after this long (0: never)")
 	reason := cmd.Flags().String("reason", "", "why, for the audit log")
 	asJSON := cmd.Flags().Bool("json", false, "print the answer as JSON")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if *name == "" || *role == "" {
-			return fmt.Errorf("--name and --role are required")
+		if *role == "" || *name == "" && *role != string(store.RoleJoin) {
+			return fmt.Errorf("--name and --role are required (--name is optional for --role join)")
 		}
 		req := agent.TokenCreateRequest{Name: *name, Role: store.Role(*role), Reason: *reason}
+		if cmd.Flags().Changed("uses") || *role == string(store.RoleJoin) {
+			req.Uses = uses
+		}
 		if *ttl != 0 {
 			req.TTL = ttl.String()
 		}
@@ -165,6 +169,16 @@ func newTokenCreateCmd() *cobra.Command {
 		expires := "never expires"
 		if !created.Expires.IsZero() {
 			expires = "expires " + created.Expires.Local().Format(time.DateTime)
+		}
+		if created.Role == store.RoleJoin {
+			switch created.Uses {
+			case 0:
+				expires += ", any number of uses"
+			case 1:
+				expires += ", single use"
+			default:
+				expires += fmt.Sprintf(", %d uses", created.Uses)
+			}
 		}
 		fmt.Fprintf(out, "Created token %q (role %s, %s). It is shown only this once:\n\n%s\n", created.Name, created.Role, expires, created.Token)
 		return nil
@@ -188,7 +202,7 @@ func newTokenListCmd() *cobra.Command {
 			return err
 		}
 		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tROLE\tID\tCREATED\tEXPIRES\tCREATED BY\t")
+		fmt.Fprintln(tw, "NAME\tROLE\tID\tCREATED\tEXPIRES\tCREATED BY\tUSES LEFT\t")
 		for _, t := range list {
 			expires := "never"
 			if !t.Expires.IsZero() {
@@ -197,7 +211,14 @@ func newTokenListCmd() *cobra.Command {
 					expires += " (expired)"
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", t.Name, t.Role, t.ID, t.Created.Local().Format(time.DateTime), expires, t.CreatedBy)
+			left := "-"
+			if t.Role == store.RoleJoin {
+				left = "any"
+				if t.Uses > 0 {
+					left = fmt.Sprintf("%d of %d", t.Uses-t.Used, t.Uses)
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", t.Name, t.Role, t.ID, t.Created.Local().Format(time.DateTime), expires, t.CreatedBy, left)
 		}
 		return tw.Flush()
 	}

@@ -57,6 +57,9 @@ type Options struct {
 	// node.pem, node-key.pem) instead of injecting it, so that Reload
 	// reads them again, as on SIGHUP.
 	TLSFiles bool
+	// CA, when set, is the cluster CA instead of a new one (tests that need
+	// its key in a file).
+	CA *transport.CA
 }
 
 // Token is the operator token every test cluster is bootstrapped with
@@ -126,6 +129,9 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 	ca, err := transport.NewCA("loadmesh test CA", transport.DefaultCALifetime)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if opts.CA != nil {
+		ca = opts.CA
 	}
 	c := &Cluster{opts: opts, log: newLogSink(t), CA: ca}
 	t.Cleanup(c.log.close) // runs last: after every agent has stopped

@@ -5,6 +5,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -114,6 +115,13 @@ type Agent struct {
 	// revocations enforces node revocations (revoke.go).
 	keyring     *keyringSync
 	revocations *revocationEnforcer
+	// joined is set for a node whose certificate the cluster issued (a
+	// join token); joinLimit limits failed join attempts per source IP;
+	// renewCancel and renewWG run the renewal loop (join_*.go).
+	joined      *joinedIdentity
+	joinLimit   joinLimiter
+	renewCancel context.CancelFunc
+	renewWG     sync.WaitGroup
 
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -187,7 +195,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if a.httpLn, err = net.Listen("tcp", a.cfg.HTTP); err != nil {
 		return fmt.Errorf("http listen %s: %w", a.cfg.HTTP, err)
 	}
-	if a.mtls, err = a.loadTLS(); err != nil {
+	if a.mtls, err = a.loadTLS(ctx); err != nil {
 		return err
 	}
 	if err := a.sec.start(); err != nil {
@@ -251,6 +259,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			peerHandler.ServeHTTP(w, r)
 		}),
 		Authorize:  a.authorizePeer,
+		Join:       a.handleJoin,
 		Logger:     a.log,
 		Registerer: a.reg,
 
@@ -312,8 +321,22 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if a.cfg.Encrypt != "" {
 		ccfg.GossipKey, _ = DecodeGossipKey(a.cfg.Encrypt)
 	}
+	if a.joined != nil {
+		// A node that joined with a token uses the gossip keyring and seeds
+		// it received, unless given its own key.
+		if keys := a.joined.gossipKeys; ccfg.GossipKey == nil && len(keys) > 0 {
+			ccfg.GossipKey = keys[0]
+		}
+		if len(ccfg.Join) == 0 {
+			ccfg.Join = a.joined.seeds
+		}
+	}
 	if ccfg.GossipKey, ccfg.GossipKeys, ccfg.RetryKeyMismatch, err = a.startingGossipKeys(a.dataDir.Path, ccfg.GossipKey); err != nil {
 		return err
+	}
+	if a.joined != nil && len(ccfg.GossipKeys) == 0 && len(a.joined.gossipKeys) > 1 && bytes.Equal(ccfg.GossipKey, a.joined.gossipKeys[0]) {
+		// The rest of the keyring received (a rotation in progress).
+		ccfg.GossipKeys = a.joined.gossipKeys[1:]
 	}
 	if a.deps.TuneCluster != nil {
 		a.deps.TuneCluster(&ccfg)
@@ -369,6 +392,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	a.startLimits()
 	a.startSeries()
 	a.startBackups()
+	a.startRenewal()
 	if err := a.startIngress(); err != nil {
 		return err
 	}
@@ -450,6 +474,7 @@ func (a *Agent) close(graceful bool) error {
 	a.stopPublisher()
 	a.stopSeries()
 	a.stopBackups()
+	a.stopRenewal()
 	a.sec.stop()
 	if a.tcp != nil {
 		cctx, cancel := context.WithTimeout(context.Background(), time.Second)

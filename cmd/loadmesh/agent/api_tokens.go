@@ -19,11 +19,15 @@ type TokenView struct {
 	Expired   bool       `json:"expired,omitempty"`
 	CreatedBy string     `json:"created_by"`
 	Bootstrap bool       `json:"bootstrap,omitempty"`
+	// Uses and Used are a join token's allowed and spent uses (Uses 0:
+	// without limit).
+	Uses int `json:"uses,omitempty"`
+	Used int `json:"used,omitempty"`
 }
 
 func tokenView(t store.Token, now time.Time) TokenView {
 	return TokenView{Name: t.Name, ID: t.ID, Role: t.Role, Created: t.Created, Expires: t.Expires,
-		Expired: t.Expired(now), CreatedBy: t.CreatedBy, Bootstrap: t.Bootstrap}
+		Expired: t.Expired(now), CreatedBy: t.CreatedBy, Bootstrap: t.Bootstrap, Uses: t.Uses, Used: t.Used}
 }
 
 // TokenCreateRequest is the body of POST /v1/tokens.
@@ -34,6 +38,9 @@ type TokenCreateRequest struct {
 	// not expire.
 	TTL    string `json:"ttl,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	// Uses is how many times a join token may be used: absent 1, 0 any
+	// number until it expires. Only for role join.
+	Uses *int `json:"uses,omitempty"`
 }
 
 // TokenCreated is the answer to POST /v1/tokens: the only time the token
@@ -65,6 +72,11 @@ func (a *Agent) createToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, bodyStatus(err), err.Error())
 		return
 	}
+	var secret string
+	if req.Name == "" && req.Role == store.RoleJoin {
+		secret, _ = NewToken()
+		req.Name = joinTokenName(secret)
+	}
 	if err := store.ValidateTokenName(req.Name); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
@@ -73,8 +85,13 @@ func (a *Agent) createToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("role %q: want one of %v", req.Role, store.Roles()))
 		return
 	}
+	joinTTL, uses, msg := joinTokenRules(req)
+	if msg != "" {
+		writeError(w, http.StatusBadRequest, msg)
+		return
+	}
 	var ttl time.Duration
-	if req.TTL != "" {
+	if req.TTL != "" && req.Role != store.RoleJoin {
 		var err error
 		if ttl, err = time.ParseDuration(req.TTL); err != nil || ttl < 0 || ttl > maxTokenTTL || ttl > 0 && ttl < time.Minute {
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("ttl %q: want a duration from 1m to %s, or 0 for none", req.TTL, maxTokenTTL))
@@ -85,7 +102,10 @@ func (a *Agent) createToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, fmt.Sprintf("a token named %q exists; revoke it first or pick another name", req.Name))
 		return
 	}
-	secret, err := NewToken()
+	var err error
+	if secret == "" {
+		secret, err = NewToken()
+	}
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
@@ -94,6 +114,12 @@ func (a *Agent) createToken(w http.ResponseWriter, r *http.Request) {
 	tok := tokenRecord(secret, req.Name, req.Role, now, actor(r))
 	if ttl > 0 {
 		tok.Expires = now.Add(ttl)
+	}
+	if req.Role == store.RoleJoin {
+		tok.Expires, tok.Uses = now.Add(joinTTL), uses
+	}
+	if req.Role == store.RoleJoin {
+		a.pruneJoinTokens()
 	}
 	why := req.Reason
 	if why == "" {

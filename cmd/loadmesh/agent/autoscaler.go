@@ -228,6 +228,7 @@ func (h *autoscalerHook) setState(act autoscale.NodeAction, st scheduler.NodeSta
 // good is reported back so the autoscaler may ask again sooner.
 func (h *autoscalerHook) startHook(ctx context.Context, spec autoscale.Spec, hk autoscale.HookRequest, obs autoscale.Observation, now time.Time, failed chan<- autoscale.HookRequest) {
 	req := h.hookRequest(spec, hk, obs, now)
+	h.addJoinToken(&req, hk, spec.Hooks.ProvisionTimeout.D(), now)
 	subject := describeHook(req)
 	h.record(store.Command{Kind: "hook." + req.Kind, Why: hk.Why, Before: subject, After: "requested " + req.ID}, now)
 	h.a.log.Info("running provisioner hook", "kind", req.Kind, "id", req.ID, "request", subject, "why", hk.Why)

@@ -160,6 +160,21 @@ type Config struct {
 	Cache            []string `yaml:"cache"`
 	CacheSize        int64    `yaml:"cache-size"`
 	CacheOwnerLookup bool     `yaml:"cache-owner-lookup"`
+	// TLSCAKey is the private key (PEM) of the --tls-ca certificate that
+	// signs the node certificates of joining nodes. Give it to the servers
+	// that may sign (normally the voters); it never enters the replicated
+	// state.
+	TLSCAKey string `yaml:"tls-ca-key"`
+	// CertTTL is the lifetime of the node certificates this node signs as
+	// leader. Default 30 days; from 1m.
+	CertTTL time.Duration `yaml:"cert-ttl"`
+	// JoinToken (or the file JoinTokenFile) is a join token: a node with
+	// --tls-ca but without --tls-cert requests its certificate with it
+	// from JoinServers (peer-port addresses; default each --join host at
+	// port 7947).
+	JoinToken     string   `yaml:"join-token"`
+	JoinTokenFile string   `yaml:"join-token-file"`
+	JoinServers   []string `yaml:"join-server"`
 }
 
 // DefaultConfig returns the defaults documented in `loadmesh agent --help`.
@@ -209,6 +224,7 @@ func DefaultConfig() Config {
 
 		CacheSize:        DefaultCacheSize,
 		CacheOwnerLookup: true,
+		CertTTL:          DefaultCertTTL,
 	}
 }
 
@@ -276,9 +292,7 @@ func (c Config) Validate() error {
 	if c.DeadServerGrace <= 0 {
 		add("--dead-server-grace %s must be positive", c.DeadServerGrace)
 	}
-	if n := nonEmpty(c.TLSCA, c.TLSCert, c.TLSKey); n != 0 && n != 3 {
-		add("--tls-ca, --tls-cert and --tls-key go together; %d of 3 given", n)
-	}
+	errs = append(errs, c.validateJoin()...)
 	if n := nonEmpty(c.HTTPTLSCert, c.HTTPTLSKey); n == 1 {
 		add("--http-tls-cert and --http-tls-key go together")
 	}

@@ -64,7 +64,7 @@ func (a *Agent) Reload(cfg Config) (ReloadReport, error) {
 	live := func(flag string) bool {
 		switch flag {
 		case "tls-cert", "tls-key", "tls-ca":
-			return a.deps.TLS == nil && a.cfg.TLSCA != "" && cfg.TLSCA != ""
+			return a.deps.TLS == nil && a.cfg.TLSCA != "" && cfg.TLSCA != "" && a.joined == nil
 		case "http-tls-cert", "http-tls-key":
 			return a.ingressCert.Load() != nil && cfg.HTTPTLSCert != ""
 		case "api-tls-cert", "api-tls-key":

@@ -167,13 +167,17 @@ func (s *security) watched() []namedCert {
 type namedCert struct {
 	name string
 	cert *x509.Certificate
+	// renews is set for a node certificate the cluster issued, which
+	// renews itself (join_client.go): it is expiring only once renewal is
+	// overdue.
+	renews bool
 }
 
 func (s *security) certs() []namedCert {
 	var out []namedCert
 	if s.a.mtls != nil {
 		if leaf := s.a.mtls.Leaf(); leaf != nil {
-			out = append(out, namedCert{"node", leaf})
+			out = append(out, namedCert{name: "node", cert: leaf, renews: s.a.joined != nil})
 		}
 	}
 	var ca *x509.Certificate
@@ -183,10 +187,10 @@ func (s *security) certs() []namedCert {
 		}
 	}
 	if ca != nil {
-		out = append(out, namedCert{"ca", ca})
+		out = append(out, namedCert{name: "ca", cert: ca})
 	}
 	if c := s.apiCert.Load(); c != nil {
-		out = append(out, namedCert{"api", c})
+		out = append(out, namedCert{name: "api", cert: c})
 	}
 	return out
 }
@@ -201,10 +205,17 @@ func expiryWarning(c *x509.Certificate) time.Duration {
 // says so in one line.
 func expiring(c namedCert, now time.Time) (string, bool) {
 	left := c.cert.NotAfter.Sub(now)
-	if left >= expiryWarning(c.cert) {
+	warn := expiryWarning(c.cert)
+	if c.renews {
+		warn = c.cert.NotAfter.Sub(c.cert.NotBefore) / 4
+	}
+	if left >= warn {
 		return "", false
 	}
 	what := map[string]string{"node": "node certificate (--tls-cert)", "ca": "cluster CA certificate (--tls-ca)", "api": "API certificate (--api-tls-cert)"}[c.name]
+	if c.renews {
+		what = "node certificate (issued by the cluster; its renewal is overdue)"
+	}
 	if left <= 0 {
 		return fmt.Sprintf("%s expired on %s; renew it now", what, c.cert.NotAfter.UTC().Format(time.DateOnly)), true
 	}

@@ -256,7 +256,7 @@ var _ raft.SnapshotSink = (*memSink)(nil)
 func TestCertExpiryWindow(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	cert := func(lifetime, left time.Duration) namedCert {
-		return namedCert{"node", &x509.Certificate{NotBefore: now.Add(left - lifetime), NotAfter: now.Add(left)}}
+		return namedCert{name: "node", cert: &x509.Certificate{NotBefore: now.Add(left - lifetime), NotAfter: now.Add(left)}}
 	}
 	day := 24 * time.Hour
 	for _, tt := range []struct {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -22,13 +23,21 @@ const raftALPN = "loadmesh-raft/1"
 
 // loadTLS returns the node's mutual-TLS identity: the injected one, the
 // --tls-* files, or under --dev a throwaway in-memory CA.
-func (a *Agent) loadTLS() (*transport.MutualTLS, error) {
+func (a *Agent) loadTLS(ctx context.Context) (*transport.MutualTLS, error) {
+	if a.cfg.TLSCAKey != "" { // a key that cannot sign is reported at start, not at the first join
+		if _, err := a.caSigner(); err != nil {
+			return nil, err
+		}
+	}
 	switch {
 	case a.deps.TLS != nil:
 		if a.deps.TLS.NodeName() != a.cfg.Name {
 			return nil, fmt.Errorf("tls identity names node %q, not %q", a.deps.TLS.NodeName(), a.cfg.Name)
 		}
 		return a.deps.TLS, nil
+	case a.cfg.TLSCA != "" && a.cfg.TLSCert == "":
+		// A certificate the cluster issues (join_client.go).
+		return a.clusterIssuedTLS(ctx)
 	case a.cfg.TLSCA != "":
 		m, err := transport.LoadMutualTLS(a.cfg.TLSCA, a.cfg.TLSCert, a.cfg.TLSKey, a.cfg.Name)
 		if err != nil {

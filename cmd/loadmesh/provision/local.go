@@ -180,6 +180,11 @@ type LocalNode struct {
 	// RequestID is the request that started it.
 	RequestID string    `json:"request_id,omitempty"`
 	Started   time.Time `json:"started"`
+
+	// JoinServers, when set, are where the node requested its
+	// certificate with the request's join token (tls/join-token) instead
+	// of one this provisioner issued.
+	JoinServers []string `json:"join_servers,omitempty"`
 }
 
 // LocalPorts are a local node's listening ports on LocalNode.Host.
@@ -308,7 +313,7 @@ func repeat(s string, n int) []string {
 // scaleOut makes sure one node per entry of zones, started for req, is
 // up: the nodes an earlier attempt of req started count.
 func (l *Local) scaleOut(ctx context.Context, req Request, zones []string) ([]StartedNode, error) {
-	if l.ca == nil {
+	if l.ca == nil && req.JoinToken == "" {
 		return nil, ErrNoCA
 	}
 	join := l.cfg.Join
@@ -359,7 +364,7 @@ func (l *Local) scaleOut(ctx context.Context, req Request, zones []string) ([]St
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			n, err := l.startNode(ctx, req.ID, zone, join)
+			n, err := l.startNode(ctx, req, zone, join)
 			out[len(earlier)+i] = outcome{startedNode(n), err}
 		})
 	}
@@ -384,7 +389,8 @@ func startedNode(n LocalNode) StartedNode {
 // startNode allocates a name and directory for a node in zone, starts it
 // (trying fresh ports when one was taken in the meantime) and waits until
 // it is ready. On failure nothing of it is left.
-func (l *Local) startNode(ctx context.Context, reqID, zone string, join []string) (LocalNode, error) {
+func (l *Local) startNode(ctx context.Context, req Request, zone string, join []string) (LocalNode, error) {
+	reqID := req.ID
 	name, dir, err := l.allocate(zone)
 	if err != nil {
 		return LocalNode{}, err
@@ -395,7 +401,13 @@ func (l *Local) startNode(ctx context.Context, reqID, zone string, join []string
 		os.RemoveAll(dir)
 		return n, fmt.Errorf("start %s: %w", name, err)
 	}
-	if err := l.writeTLS(dir, name); err != nil {
+	if req.JoinToken != "" {
+		// The node requests its certificate from the cluster itself.
+		n.JoinServers = req.JoinServers
+		if err := writeJoinTLS(dir, req); err != nil {
+			return fail(err)
+		}
+	} else if err := l.writeTLS(dir, name); err != nil {
 		return fail(err)
 	}
 	const tries = 3
@@ -517,8 +529,15 @@ func (l *Local) agentArgs(n LocalNode, dir string, join []string) []string {
 		"--gossip", n.addr(n.Ports.Gossip), "--raft", n.addr(n.Ports.Raft), "--peer", n.addr(n.Ports.Peer),
 		"--http", n.addr(n.Ports.HTTP), "--api", n.addr(n.Ports.API),
 		"--join", strings.Join(join, ","),
-		"--tls-ca", filepath.Join(tdir, "ca.pem"), "--tls-cert", filepath.Join(tdir, "node.pem"),
-		"--tls-key", filepath.Join(tdir, "node-key.pem"),
+		"--tls-ca", filepath.Join(tdir, "ca.pem"),
+	}
+	if len(n.JoinServers) > 0 {
+		args = append(args, "--join-token-file", filepath.Join(tdir, joinTokenFile))
+		for _, s := range n.JoinServers {
+			args = append(args, "--join-server", s)
+		}
+	} else {
+		args = append(args, "--tls-cert", filepath.Join(tdir, "node.pem"), "--tls-key", filepath.Join(tdir, "node-key.pem"))
 	}
 	if n.Zone != "" {
 		args = append(args, "--zone", n.Zone)

@@ -57,6 +57,17 @@ type Request struct {
 	Why string `json:"why"`
 	// Cluster tells a provisioner how to reach the cluster.
 	Cluster Cluster `json:"cluster"`
+	// JoinToken, for the kinds that start nodes, is a fresh join token
+	// with one use per node: a new agent started with --join-token, the
+	// CACert as --tls-ca and JoinServers as --join-server gets its
+	// certificate from the cluster, with no other secret. Empty when the
+	// leader holds no CA key (--tls-ca-key).
+	JoinToken string `json:"join_token,omitempty"`
+	// JoinServers are the peer addresses (host:port) of live members,
+	// which take certificate requests.
+	JoinServers []string `json:"join_servers,omitempty"`
+	// CACert is the cluster CA certificate (PEM) that new nodes trust.
+	CACert string `json:"ca_cert,omitempty"`
 }
 
 // Cluster is how a new node finds the cluster.
