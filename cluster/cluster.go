@@ -199,6 +199,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 	c.meta = Meta{
 		Zone: c.cfg.Zone, Tags: c.cfg.Tags, HTTP: c.cfg.HTTPAddr, Peer: c.cfg.PeerAddr, Raft: raftAdvertise,
 		API: c.cfg.APIAddr, BootstrapExpect: c.cfg.BootstrapExpect, Serving: c.cfg.Serving,
+		NonVoter: c.cfg.NonVoter,
 	}
 	c.loadClusterID()
 	if err := c.publishMeta(); err != nil {

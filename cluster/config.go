@@ -47,6 +47,9 @@ type Config struct {
 	// agents with the same setting see each other. 0 with no Join means a
 	// single-node cluster bootstraps itself.
 	BootstrapExpect int
+	// NonVoter keeps this node out of the Raft voters (and so out of
+	// leadership): the leader adds it as a non-voter and never promotes it.
+	NonVoter bool
 	// MaxVoters caps Raft voters; further members join as non-voters.
 	// Default 5; range 1..9 (odd numbers recommended).
 	MaxVoters int

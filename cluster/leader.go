@@ -210,7 +210,7 @@ func (c *Cluster) reconcile(missingSince map[string]time.Time, drains map[string
 		var err error
 		kind := "add_voter"
 		switch {
-		case ok && s.Suffrage == raft.Voter, !ok && voters < c.cfg.MaxVoters:
+		case ok && s.Suffrage == raft.Voter, !ok && voters < c.cfg.MaxVoters && !m.meta.NonVoter:
 			err = c.raft.AddVoter(id, addr, 0, 0).Error()
 			if err == nil && !ok {
 				voters++
@@ -234,7 +234,7 @@ func (c *Cluster) reconcile(missingSince map[string]time.Time, drains map[string
 			break
 		}
 		s, ok := inRaft[name]
-		if !ok || s.Suffrage != raft.Nonvoter || members[name].status != StatusAlive {
+		if !ok || s.Suffrage != raft.Nonvoter || members[name].status != StatusAlive || members[name].meta.NonVoter {
 			continue
 		}
 		if err := c.raft.AddVoter(s.ID, s.Address, 0, 0).Error(); err != nil {

@@ -46,6 +46,9 @@ type Meta struct {
 	// Services are the TCP services the node offers (has a backend for),
 	// with their live state.
 	Services ServiceMetas `json:"sv,omitempty"`
+	// NonVoter is set by a node that must never be a Raft voter (and so
+	// never the leader): a worker that holds no CA key (Config.NonVoter).
+	NonVoter bool `json:"nv,omitempty"`
 }
 
 // ServiceMetas are a node's services by name. In gossip each is one

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -34,9 +35,9 @@ import (
 
 // joinCluster starts a 3-server cluster whose servers hold the CA key
 // (--tls-ca, --tls-ca-key) and sign node certificates valid for certTTL;
-// node-2 has no backend: it forwards every request. The servers are the
-// only voters: a joined node does not hold the CA key, so it must not
-// lead (see README, "Where the CA key lives").
+// node-2 has no backend: it forwards every request. Voter seats are left
+// free (--max-voters 5): a joined node without the CA key must still be a
+// non-voter, so that it never leads (README, "Where the CA key lives").
 func joinCluster(t *testing.T, certTTL time.Duration) (*harness.Cluster, string) {
 	t.Helper()
 	ca, err := transport.NewCA("loadmesh test CA", transport.DefaultCALifetime)
@@ -55,7 +56,7 @@ func joinCluster(t *testing.T, certTTL time.Duration) (*harness.Cluster, string)
 	if err := os.WriteFile(keyFile, key, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c := harness.Start(t, 3, harness.Options{Backends: true, IngressOnly: []int{2}, MaxVoters: 3, CA: ca, Tune: func(i int, cfg *agent.Config) {
+	c := harness.Start(t, 3, harness.Options{Backends: true, IngressOnly: []int{2}, CA: ca, Tune: func(i int, cfg *agent.Config) {
 		cfg.TLSCA, cfg.TLSCAKey = caFile, keyFile
 		if certTTL > 0 {
 			cfg.CertTTL = certTTL
@@ -232,6 +233,13 @@ func TestJoinWithToken(t *testing.T) {
 	retry.Run(t, func(r *retry.R) {
 		if m, ok := leader.Cluster().Member("joiner"); !ok || m.Status != "alive" {
 			r.Fatalf("joiner not an alive member: %+v", m)
+		}
+	})
+	// With voter seats free it is still a non-voter: it has no CA key.
+	retry.Run(t, func(r *retry.R) {
+		st := leader.Cluster().RaftStatus()
+		if !slices.Contains(st.Nonvoters, "joiner") || slices.Contains(st.Voters, "joiner") {
+			r.Fatalf("raft voters %v, non-voters %v; want joiner a non-voter", st.Voters, st.Nonvoters)
 		}
 	})
 	hc := client(t)

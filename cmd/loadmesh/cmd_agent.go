@@ -132,6 +132,7 @@ Press Ctrl-C to stop.
 	f.StringSliceVar(&cfg.Join, "join", nil, "seed gossip address host[:port] (repeatable or comma-separated)")
 	f.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 0, "form the first Raft configuration once this many agents see each other")
 	f.IntVar(&cfg.MaxVoters, "max-voters", cfg.MaxVoters, "Raft voters at most; further members join as non-voters")
+	f.BoolVar(&cfg.NonVoter, "non-voter", false, "never a Raft voter, so never the leader (default for a node that joined with a join token and has no --tls-ca-key)")
 	f.DurationVar(&cfg.DeadServerGrace, "dead-server-grace", cfg.DeadServerGrace, "remove a dead member from Raft after this long")
 	f.DurationVar(&cfg.LeftNodeRetention, "left-node-retention", cfg.LeftNodeRetention, "keep a departed node's plan entry (state, tags) this long for its return")
 	f.StringVar(&cfg.Encrypt, "encrypt", "", "gossip encryption key (base64, from loadmesh keygen)")

@@ -314,6 +314,10 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	ccfg.AdvertiseIP = a.cfg.Advertise
 	ccfg.Join = a.cfg.Join
 	ccfg.BootstrapExpect = a.cfg.BootstrapExpect
+	ccfg.NonVoter = a.cfg.NonVoter || a.joined != nil && a.cfg.TLSCAKey == ""
+	if ccfg.NonVoter && !a.cfg.NonVoter {
+		a.log.Info("joined with a token and holds no CA key (--tls-ca-key): this node is a Raft non-voter and never leads")
+	}
 	ccfg.MaxVoters = a.cfg.MaxVoters
 	ccfg.DeadServerGrace = a.cfg.DeadServerGrace
 	ccfg.LeftNodeRetention = a.cfg.LeftNodeRetention

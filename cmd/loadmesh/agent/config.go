@@ -39,6 +39,11 @@ type Config struct {
 	Join            []string      `yaml:"join"`
 	BootstrapExpect int           `yaml:"bootstrap-expect"`
 	MaxVoters       int           `yaml:"max-voters"`
+	// NonVoter keeps this node out of the Raft voters and so out of
+	// leadership. A node that joins with a join token and holds no CA key
+	// (--tls-ca-key) is a non-voter without it: only servers that can sign
+	// certificates lead.
+	NonVoter bool `yaml:"non-voter"`
 	DeadServerGrace time.Duration `yaml:"dead-server-grace"`
 	// LeftNodeRetention is how long the plan keeps a departed node's
 	// entry for its return.
@@ -471,7 +476,7 @@ func checkMetaSize(c Config, tags map[string]string, svcs []transport.TCPService
 	}
 	m := cluster.Meta{
 		Zone: c.Zone, Tags: tags, HTTP: addr, Peer: addr, Raft: addr, API: addr,
-		Serving: true, BootstrapExpect: c.BootstrapExpect, ClusterID: strings.Repeat("c", 32),
+		Serving: true, BootstrapExpect: c.BootstrapExpect, ClusterID: strings.Repeat("c", 32), NonVoter: true,
 		Load: make([]byte, scheduler.MaxLoadSize), Leaving: true,
 	}
 	if len(svcs) > 0 {
