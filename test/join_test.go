@@ -572,3 +572,73 @@ func TestJoinClientErrors(t *testing.T) {
 	}
 	t.Logf("%v", err)
 }
+
+// TestJoinedNodeTakesTheTrustBundleOnReload: a node whose certificate the
+// cluster issued has no certificate files of its own to reload. On SIGHUP
+// (Reload) it renews at once, and takes the servers' --tls-ca with the new
+// certificate: that is how it learns a new CA during a CA rotation
+// (README, "Rotating the cluster CA").
+func TestJoinedNodeTakesTheTrustBundleOnReload(t *testing.T) {
+	skipShort(t)
+	c, caFile := joinCluster(t, 0)
+	leader := c.WaitForLeader(t)
+	tok := createJoinToken(t, leader, `{"role":"join","ttl":"1h"}`)
+	backend, err := demo.Start("127.0.0.1:0", "rotating-backend", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { backend.Shutdown(context.Background()) })
+	cfg := joinerConfig(t, c, "rotating", caFile, tok.Token, leader)
+	cfg.Backend = backend.URL()
+	j, err := startJoiner(t, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldCA, _ := os.ReadFile(caFile)
+	first := servedSerial(t, oldCA, j.PeerAddr())
+	if n := len(j.Status().TLS.TrustedCAs); n != 1 {
+		t.Fatalf("joined node trusts %d CAs, want 1", n)
+	}
+
+	// The servers' --tls-ca becomes a bundle of the old and a new CA
+	// (step 2 of a rotation; the servers' own trust is injected in this
+	// harness, so only the file they hand out changes).
+	newCA, err := transport.NewCA("loadmesh test CA 2", transport.DefaultCALifetime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := append(append([]byte{}, oldCA...), newCA.CertPEM...)
+	if err := os.WriteFile(caFile, bundle, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := j.Reload(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(rep.Applied, func(s string) bool { return strings.Contains(s, "renewal from the cluster") }) {
+		t.Fatalf("reload applied %q, want a renewal", rep.Applied)
+	}
+	retry.RunFor(t, time.Minute, func(r *retry.R) {
+		if n := len(j.Status().TLS.TrustedCAs); n != 2 {
+			r.Fatalf("joined node trusts %d CAs, want 2", n)
+		}
+	})
+	if s := servedSerial(t, oldCA, j.PeerAddr()); s.Cmp(first) == 0 {
+		t.Fatal("the reload did not renew the certificate")
+	}
+	disk, _ := os.ReadFile(filepath.Join(cfg.DataDir, "tls", "ca.pem"))
+	if !bytes.Equal(disk, bundle) {
+		t.Fatal("the trust bundle was not written to DATA_DIR/tls/ca.pem")
+	}
+	// It keeps serving through the mesh.
+	hc := client(t)
+	retry.Run(t, func(r *retry.R) {
+		resp, err := hc.Get("http://" + c.Nodes[2].HTTPAddr() + "/b")
+		r.Check(err)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if got := resp.Header.Get(transport.HeaderNode); got != "rotating" {
+			r.Fatalf("served by %q", got)
+		}
+	})
+}

@@ -38,6 +38,8 @@ type joinedIdentity struct {
 	dir        string
 	gossipKeys [][]byte
 	seeds      []string
+	// renewNow asks the renewal loop to renew at once (SIGHUP).
+	renewNow chan struct{}
 }
 
 // joinInfo is DATA_DIR/tls/join.json: what the node received when it
@@ -279,6 +281,9 @@ func (a *Agent) startRenewal() {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.renewCancel = cancel
+	if a.joined.renewNow == nil {
+		a.joined.renewNow = make(chan struct{}, 1)
+	}
 	a.renewWG.Go(func() { a.renewLoop(ctx) })
 }
 
@@ -304,22 +309,40 @@ func renewDue(c *x509.Certificate, now time.Time) bool {
 }
 
 func (a *Agent) renewLoop(ctx context.Context) {
+	// requested is a renewal asked for (SIGHUP) and not yet done: it is
+	// retried every renewRetry until it succeeds.
+	requested := false
 	for {
-		t := time.NewTimer(renewCheck(a.mtls.Leaf()))
+		wait := renewCheck(a.mtls.Leaf())
+		if requested {
+			wait = min(wait, renewRetry)
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
 		case <-t.C:
+		case <-a.joined.renewNow:
+			t.Stop()
+			requested = true
 		}
-		if !renewDue(a.mtls.Leaf(), time.Now()) {
+		if !requested && !renewDue(a.mtls.Leaf(), time.Now()) {
 			continue
 		}
-		if err := a.RenewCert(ctx); err != nil && ctx.Err() == nil {
-			a.log.Warn("node certificate renewal failed; retrying", "expires", a.mtls.Leaf().NotAfter.UTC(), "error", err)
+		if err := a.RenewCert(ctx); err != nil {
+			if ctx.Err() == nil {
+				a.log.Warn("node certificate renewal failed; retrying", "expires", a.mtls.Leaf().NotAfter.UTC(), "error", err)
+			}
+			continue
 		}
+		requested = false
 	}
 }
+
+// renewRetry is how soon a requested renewal that failed (no leader yet,
+// say) is tried again.
+const renewRetry = 2 * time.Second
 
 // RenewCert renews the node certificate now: a new key, a request to the
 // leader authenticated by the current certificate, and the new
@@ -357,13 +380,36 @@ func (a *Agent) RenewCert(ctx context.Context) error {
 			return fmt.Errorf("renew with leader %s: %w", leader, err)
 		}
 	}
-	if err := a.mtls.Reload([]byte(resp.Cert), keyPEM); err != nil {
+	// The answer carries the servers' trust bundle (--tls-ca): taking it
+	// with the certificate is how a joined node follows a CA rotation.
+	var bundle []byte
+	if resp.CABundle != "" {
+		bundle = []byte(resp.CABundle)
+		err = a.mtls.ReloadAll(bundle, []byte(resp.Cert), keyPEM)
+	} else {
+		err = a.mtls.Reload([]byte(resp.Cert), keyPEM)
+	}
+	if err != nil {
 		return fmt.Errorf("renew: %w", err)
 	}
-	if err := a.writeJoined(keyPEM, []byte(resp.Cert), nil, nil); err != nil {
+	if err := a.writeJoined(keyPEM, []byte(resp.Cert), bundle, nil); err != nil {
 		return fmt.Errorf("renew: %w", err)
 	}
 	leaf := a.mtls.Leaf()
-	a.log.Info("node certificate renewed", "signer", resp.Signer, "serial", leaf.SerialNumber.Text(16), "expires", leaf.NotAfter.UTC())
+	a.log.Info("node certificate renewed", "signer", resp.Signer, "serial", leaf.SerialNumber.Text(16), "expires", leaf.NotAfter.UTC(),
+		"trusted_cas", len(a.mtls.TrustedCAs()))
 	return nil
+}
+
+// renewSoon asks the renewal loop of a node whose certificate the cluster
+// issued to renew at once (on SIGHUP); it reports whether there is one.
+func (a *Agent) renewSoon() bool {
+	if a.joined == nil || a.joined.renewNow == nil {
+		return false
+	}
+	select {
+	case a.joined.renewNow <- struct{}{}:
+	default: // one is pending already
+	}
+	return true
 }

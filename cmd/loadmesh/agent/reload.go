@@ -188,6 +188,12 @@ func (a *Agent) Reload(cfg Config) (ReloadReport, error) {
 	}
 	changed("shutdown-grace") // read from a.live when shutting down
 	a.live.Store(&next)
+	if a.renewSoon() {
+		// A node whose certificate the cluster issued has no certificate
+		// files to read again: it renews now, taking the servers' trust
+		// bundle with the new certificate (a CA rotation).
+		rep.Applied = append(rep.Applied, "node certificate: renewal from the cluster requested")
+	}
 	return rep, nil
 }
 
