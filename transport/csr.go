@@ -12,50 +12,10 @@ import (
 	"fmt"
 	"math/big"
 	"net/url"
-	"os"
 	"time"
 )
 
 const pemTypeCSR = "CERTIFICATE REQUEST"
-
-// LoadCASigner reads the cluster CA that signs node certificates: the
-// certificate file may hold a bundle of several CA certificates (during a
-// CA rotation); the signer is the one whose public key matches the key
-// file. It is what a server loads from --tls-ca and --tls-ca-key.
-func LoadCASigner(certFile, keyFile string) (*CA, error) {
-	certPEM, err := os.ReadFile(certFile)
-	if err != nil {
-		return nil, fmt.Errorf("load ca: %w", err)
-	}
-	keyPEM, err := os.ReadFile(keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("load ca key: %w", err)
-	}
-	ca, err := ParseCASigner(certPEM, keyPEM)
-	if err != nil {
-		return nil, fmt.Errorf("load ca from %s and %s: %w", certFile, keyFile, err)
-	}
-	return ca, nil
-}
-
-// ParseCASigner is ParseCA for a bundle: it picks the CA certificate in
-// certPEM that belongs to the private key in keyPEM.
-func ParseCASigner(certPEM, keyPEM []byte) (*CA, error) {
-	certs, err := parseCertificatesPEM(certPEM)
-	if err != nil {
-		return nil, err
-	}
-	key, err := parseECPrivateKeyPEM(keyPEM)
-	if err != nil {
-		return nil, err
-	}
-	for _, c := range certs {
-		if c.IsCA && key.PublicKey.Equal(c.PublicKey) {
-			return &CA{Cert: c, Key: key, CertPEM: pem.EncodeToMemory(&pem.Block{Type: pemTypeCertificate, Bytes: c.Raw})}, nil
-		}
-	}
-	return nil, fmt.Errorf("the private key belongs to none of the %d ca certificate(s)", len(certs))
-}
 
 // NewSerial returns a random certificate serial number, so that a caller
 // can record a certificate's serial before it signs it.

@@ -52,11 +52,11 @@ func TestSignNodeCSR(t *testing.T) {
 	// A bundle of CAs: the signer is the certificate that matches the key.
 	other := testCA(t, "other")
 	keyOf, _ := ca.KeyPEM()
-	signer, err := ParseCASigner(append(append([]byte{}, other.CertPEM...), ca.CertPEM...), keyOf)
+	signer, err := ParseCA(append(append([]byte{}, other.CertPEM...), ca.CertPEM...), keyOf)
 	if err != nil || !bytes.Equal(signer.Cert.Raw, ca.Cert.Raw) {
 		t.Fatalf("signer from bundle: %v", err)
 	}
-	if _, err := ParseCASigner(other.CertPEM, keyOf); err == nil {
+	if _, err := ParseCA(other.CertPEM, keyOf); err == nil {
 		t.Fatal("a key that belongs to no certificate of the bundle was taken")
 	}
 }

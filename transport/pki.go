@@ -114,8 +114,9 @@ func NewCA(commonName string, validFor time.Duration) (*CA, error) {
 	}, nil
 }
 
-// LoadCA reads a CA certificate and its private key from PEM files, as
-// written by CertPEM and KeyPEM.
+// LoadCA reads a CA certificate (or a bundle, see ParseCA) and its private
+// key from PEM files, as written by CertPEM and KeyPEM. It is what a server
+// loads from --tls-ca and --tls-ca-key to sign node certificates.
 func LoadCA(certFile, keyFile string) (*CA, error) {
 	certPEM, err := os.ReadFile(certFile)
 	if err != nil {
@@ -123,7 +124,7 @@ func LoadCA(certFile, keyFile string) (*CA, error) {
 	}
 	keyPEM, err := os.ReadFile(keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("load ca: %w", err)
+		return nil, fmt.Errorf("load ca key: %w", err)
 	}
 	ca, err := ParseCA(certPEM, keyPEM)
 	if err != nil {
@@ -132,30 +133,31 @@ func LoadCA(certFile, keyFile string) (*CA, error) {
 	return ca, nil
 }
 
-// ParseCA parses a PEM CA certificate and its PEM private key (PKCS #8 or
-// SEC 1 "EC PRIVATE KEY"). It checks that the certificate is a CA
-// certificate and that the key belongs to it.
+// ParseCA parses PEM CA certificates and a PEM private key (PKCS #8 or
+// SEC 1 "EC PRIVATE KEY"). certPEM may hold a bundle of several CA
+// certificates (during a CA rotation): the CA is the one the key belongs
+// to. A certificate that is not a CA certificate does not count.
 func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
 	certs, err := parseCertificatesPEM(certPEM)
 	if err != nil {
 		return nil, err
 	}
-	cert := certs[0]
-	if !cert.IsCA {
-		return nil, fmt.Errorf("certificate %q is not a ca certificate", cert.Subject.CommonName)
-	}
 	key, err := parseECPrivateKeyPEM(keyPEM)
 	if err != nil {
 		return nil, err
 	}
-	if !key.PublicKey.Equal(cert.PublicKey) {
+	for _, c := range certs {
+		if key.PublicKey.Equal(c.PublicKey) {
+			if !c.IsCA {
+				return nil, fmt.Errorf("certificate %q is not a ca certificate", c.Subject.CommonName)
+			}
+			return &CA{Cert: c, Key: key, CertPEM: pem.EncodeToMemory(&pem.Block{Type: pemTypeCertificate, Bytes: c.Raw})}, nil
+		}
+	}
+	if len(certs) == 1 {
 		return nil, errors.New("private key does not match the ca certificate")
 	}
-	return &CA{
-		Cert:    cert,
-		Key:     key,
-		CertPEM: pem.EncodeToMemory(&pem.Block{Type: pemTypeCertificate, Bytes: cert.Raw}),
-	}, nil
+	return nil, fmt.Errorf("the private key belongs to none of the %d ca certificate(s)", len(certs))
 }
 
 // KeyPEM returns the CA private key as a PKCS #8 PEM block. Write it with

@@ -250,7 +250,7 @@ func (a *Agent) caSigner() (*transport.CA, error) {
 	if a.cfg.TLSCAKey == "" || a.cfg.TLSCA == "" {
 		return nil, fmt.Errorf("leader %s holds no CA key (--tls-ca-key); start the servers that may sign node certificates with --tls-ca-key", a.cfg.Name)
 	}
-	ca, err := transport.LoadCASigner(a.cfg.TLSCA, a.cfg.TLSCAKey)
+	ca, err := transport.LoadCA(a.cfg.TLSCA, a.cfg.TLSCAKey)
 	if err != nil {
 		return nil, fmt.Errorf("leader %s cannot sign: %w", a.cfg.Name, err)
 	}
