@@ -142,6 +142,9 @@ func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(certs) == 1 && !certs[0].IsCA {
+		return nil, fmt.Errorf("certificate %q is not a ca certificate", certs[0].Subject.CommonName)
+	}
 	key, err := parseECPrivateKeyPEM(keyPEM)
 	if err != nil {
 		return nil, err
