@@ -27,23 +27,23 @@ type Config struct {
 	// power_watts, or anything else), gossiped and kept in the plan.
 	Tags []string `yaml:"tag"`
 	// Services are --service TCP passthrough services (ParseServiceSpec).
-	Services        []string      `yaml:"service"`
-	Gossip          string        `yaml:"gossip"`
-	Advertise       string        `yaml:"advertise"`
-	Raft            string        `yaml:"raft"`
-	Peer            string        `yaml:"peer"`
-	HTTP            string        `yaml:"http"`
-	API             string        `yaml:"api"`
-	Backend         string        `yaml:"backend"`
-	Capacity        int           `yaml:"capacity"`
-	Join            []string      `yaml:"join"`
-	BootstrapExpect int           `yaml:"bootstrap-expect"`
-	MaxVoters       int           `yaml:"max-voters"`
+	Services        []string `yaml:"service"`
+	Gossip          string   `yaml:"gossip"`
+	Advertise       string   `yaml:"advertise"`
+	Raft            string   `yaml:"raft"`
+	Peer            string   `yaml:"peer"`
+	HTTP            string   `yaml:"http"`
+	API             string   `yaml:"api"`
+	Backend         string   `yaml:"backend"`
+	Capacity        int      `yaml:"capacity"`
+	Join            []string `yaml:"join"`
+	BootstrapExpect int      `yaml:"bootstrap-expect"`
+	MaxVoters       int      `yaml:"max-voters"`
 	// NonVoter keeps this node out of the Raft voters and so out of
 	// leadership. A node that joins with a join token and holds no CA key
 	// (--tls-ca-key) is a non-voter without it: only servers that can sign
 	// certificates lead.
-	NonVoter bool `yaml:"non-voter"`
+	NonVoter        bool          `yaml:"non-voter"`
 	DeadServerGrace time.Duration `yaml:"dead-server-grace"`
 	// LeftNodeRetention is how long the plan keeps a departed node's
 	// entry for its return.
