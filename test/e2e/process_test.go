@@ -976,12 +976,14 @@ func TestBadInput(t *testing.T) {
 			want: []string{"mutual TLS", "--tls-ca"},
 		},
 		{
-			name: "TLS CA without certificate and key",
+			// --tls-ca alone asks the cluster for a certificate (a join
+			// token), so without a token it says what is missing.
+			name: "TLS CA without certificate, key or join token",
 			args: func(t *testing.T, a *agentNode) []string {
 				a.tls = tlsFiles{}
 				return append(a.args(), "--tls-ca", nodeTLS(t, a.name).ca)
 			},
-			want: []string{"--tls-ca, --tls-cert and --tls-key"},
+			want: []string{"no join token", "--join-token", "--tls-cert and --tls-key"},
 		},
 		{
 			name: "certificate of another node",
