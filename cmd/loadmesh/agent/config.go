@@ -411,7 +411,8 @@ func nonEmpty(s ...string) int {
 
 // ErrNoTLS is returned outside --dev when no peer TLS files are given.
 var ErrNoTLS = errors.New("mutual TLS between nodes is required: pass --tls-ca, --tls-cert and --tls-key " +
-	"(create them with `loadmesh tls ca create` and `loadmesh tls cert create --node NAME`), or use --dev")
+	"(create them with `loadmesh tls ca create` and `loadmesh tls cert create --node NAME`), or --tls-ca and a join token " +
+	"(--join-token, from `loadmesh token create --role join`), or use --dev")
 
 // ParseTags reads key=value node tags and checks them: keys are 1 to 32
 // letters, digits, '_', '-' or '.'; values at most 64 bytes; at most 16
