@@ -32,8 +32,9 @@ import (
 // load sends GETs at a steady pace (a bounded number at once) to the
 // ingress ports, round-robin, until stopped. As a load balancer would, it
 // sends a request whose connection is refused (it cannot have reached
-// the node: the node is down) to the next ingress; any other error and
-// any answer but 200 is a failure.
+// the node: the node is down) to the next ingress, and so a GET whose
+// connection closed without an answer as a node stopped; any other error
+// and any answer but 200 is a failure.
 type load struct {
 	addrs   []string
 	hc      *http.Client
@@ -42,9 +43,12 @@ type load struct {
 	started time.Time
 
 	sent, redirected atomic.Int64
-	mu               sync.Mutex
-	failures         []string
-	latencies        []time.Duration
+	// unanswered counts GETs whose connection closed without an answer
+	// (EOF or reset) as the node stopped, sent on to another ingress.
+	unanswered atomic.Int64
+	mu         sync.Mutex
+	failures   []string
+	latencies  []time.Duration
 }
 
 // startLoad sends rate requests per second, at most 32 at once.
@@ -93,6 +97,14 @@ func (l *load) one(i int) {
 			l.redirected.Add(1)
 			continue
 		}
+		if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+			// The node closed the connection without answering, as its
+			// ingress closed: a load balancer sends such a GET on too
+			// (HAProxy: retry-on conn-failure empty-response). net/http
+			// already does so itself on a reused connection.
+			l.unanswered.Add(1)
+			continue
+		}
 		if err != nil {
 			fail(err.Error())
 			return
@@ -133,8 +145,8 @@ func (l *load) finish(t *testing.T) (sent, failed int64, p99 time.Duration) {
 		p99 = lat[(len(lat)*99)/100]
 	}
 	sent, failed = l.sent.Load(), int64(len(l.failures))
-	t.Logf("load: %d requests sent in %s, %d failed, p99 %s; %d sent on to another ingress after a refused connection",
-		sent, time.Since(l.started).Round(time.Millisecond), failed, p99.Round(time.Microsecond), l.redirected.Load())
+	t.Logf("load: %d requests sent in %s, %d failed, p99 %s; %d sent on to another ingress after a refused connection, %d after a connection closed without an answer",
+		sent, time.Since(l.started).Round(time.Millisecond), failed, p99.Round(time.Microsecond), l.redirected.Load(), l.unanswered.Load())
 	if failed > 0 {
 		n := min(len(l.failures), 5)
 		t.Errorf("%d of %d requests failed; the first %d:\n%s", failed, sent, n, strings.Join(l.failures[:n], "\n"))
