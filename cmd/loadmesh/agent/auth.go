@@ -174,20 +174,11 @@ func (au *authenticator) authenticate(r *http.Request) (principal, bool, *authEr
 	if !strings.EqualFold(scheme, "Bearer") {
 		return principal{}, false, &authError{status: http.StatusUnauthorized, msg: "the Authorization header must be: Bearer <token>"}
 	}
-	id, secret, err := ParseToken(strings.TrimSpace(raw))
+	tok, _, match, err := checkTokenSecret(au.tokens, raw)
 	if err != nil {
 		return principal{}, false, &authError{status: http.StatusUnauthorized, msg: err.Error()}
 	}
-	tok, found := au.tokens.TokenByID(id)
-	want := dummyHash[:]
-	if found {
-		if want, err = hex.DecodeString(tok.Hash); err != nil {
-			found = false
-			want = dummyHash[:]
-		}
-	}
-	got := sha256.Sum256([]byte(secret))
-	if subtle.ConstantTimeCompare(got[:], want) != 1 || !found {
+	if match != tokenMatches {
 		return principal{}, false, &authError{status: http.StatusUnauthorized, msg: "unknown or revoked API token"}
 	}
 	if now := au.now(); tok.Expired(now) {
@@ -199,6 +190,43 @@ func (au *authenticator) authenticate(r *http.Request) (principal, bool, *authEr
 			msg: fmt.Sprintf("API token %q has role %s; %s %s needs a token with role %s", tok.Name, tok.Role, r.Method, r.URL.Path, acc.need)}
 	}
 	return principal{Name: tok.Name, Role: tok.Role}, true, nil
+}
+
+// tokenMatch is what checkTokenSecret found.
+type tokenMatch int
+
+const (
+	tokenUnknown     tokenMatch = iota // no token has the ID
+	tokenWrongSecret                   // the ID is known, the secret is not its
+	tokenMatches
+)
+
+// checkTokenSecret finds the token the string s names (lm_<id>_<secret>)
+// in src and compares the secret's SHA-256 with the one kept, in constant
+// time; an unknown ID is compared against a dummy hash, so that it takes
+// as long as a wrong secret. It returns the token found (zero if unknown)
+// and its ID; err is set for a malformed string, and never repeats it.
+func checkTokenSecret(src tokenSource, s string) (store.Token, string, tokenMatch, error) {
+	id, secret, err := ParseToken(strings.TrimSpace(s))
+	if err != nil {
+		return store.Token{}, "", tokenUnknown, err
+	}
+	tok, found := src.TokenByID(id)
+	want := dummyHash[:]
+	if found {
+		if want, err = hex.DecodeString(tok.Hash); err != nil {
+			found, want = false, dummyHash[:]
+		}
+	}
+	got := sha256.Sum256([]byte(secret))
+	equal := subtle.ConstantTimeCompare(got[:], want) == 1
+	switch {
+	case !found:
+		return store.Token{}, id, tokenUnknown, nil
+	case !equal:
+		return tok, id, tokenWrongSecret, nil
+	}
+	return tok, id, tokenMatches, nil
 }
 
 // wrap puts the access policy in front of h.

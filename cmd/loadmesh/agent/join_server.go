@@ -2,15 +2,11 @@ package agent
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -216,22 +212,14 @@ func (a *Agent) answerJoin(ctx context.Context, peer string, req transport.JoinR
 // (the leader's, which is current): it returns the token, or why it is
 // refused. The secret is compared in constant time.
 func (a *Agent) checkJoinToken(s string) (store.Token, string) {
-	id, secret, err := ParseToken(strings.TrimSpace(s))
+	tok, id, match, err := checkTokenSecret(a.fsm, s)
 	if err != nil {
 		return store.Token{}, err.Error()
 	}
-	tok, found := a.fsm.TokenByID(id)
-	want := dummyHash[:]
-	if found {
-		if w, err := hex.DecodeString(tok.Hash); err == nil {
-			want = w
-		}
-	}
-	got := sha256.Sum256([]byte(secret))
 	switch {
-	case !found:
+	case match == tokenUnknown:
 		return tok, fmt.Sprintf("no token with id %s (unknown or revoked)", id)
-	case subtle.ConstantTimeCompare(got[:], want) != 1:
+	case match == tokenWrongSecret:
 		return tok, fmt.Sprintf("wrong secret for token id %s", id)
 	case tok.Role != store.RoleJoin:
 		return tok, fmt.Sprintf("token %q has role %s, not join", tok.Name, tok.Role)
