@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,34 +34,18 @@ const (
 // not a scaling spec is applied. Revoke stops the loop and waits; the open
 // period is not written (the next leader fills it).
 type costHook struct {
-	a *Agent
-
-	mu   sync.Mutex
-	stop chan struct{}
-	wg   sync.WaitGroup
+	a    *Agent
+	task leaderTask
 }
 
 var _ cluster.LeaderHook = (*costHook)(nil)
 
 func (h *costHook) Establish() error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.stop = make(chan struct{})
-	h.wg.Add(1)
-	go h.loop(h.stop)
+	h.task.start(h.loop)
 	return nil
 }
 
-func (h *costHook) Revoke() {
-	h.mu.Lock()
-	stop := h.stop
-	h.stop = nil
-	h.mu.Unlock()
-	if stop != nil {
-		close(stop)
-	}
-	h.wg.Wait()
-}
+func (h *costHook) Revoke() { h.task.stop() }
 
 func (h *costHook) intervals() (sample, record time.Duration) {
 	sample, record = h.a.cfg.CostInterval, h.a.cfg.CostRecordEvery
@@ -76,7 +59,6 @@ func (h *costHook) intervals() (sample, record time.Duration) {
 }
 
 func (h *costHook) loop(stop chan struct{}) {
-	defer h.wg.Done()
 	sample, every := h.intervals()
 	now := h.a.now()
 	start := now

@@ -47,9 +47,8 @@ type security struct {
 	stopCh chan struct{}
 	wg     sync.WaitGroup
 
-	mu         sync.Mutex
-	leaderStop chan struct{}
-	leaderWG   sync.WaitGroup
+	// leader runs leaderLoop while this node leads.
+	leader leaderTask
 }
 
 var _ cluster.LeaderHook = (*security)(nil)
@@ -296,29 +295,12 @@ func parseCerts(b []byte) []*x509.Certificate {
 // the cluster has none yet, and record certificates near expiry in the
 // audit log, daily.
 func (s *security) Establish() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	stop := make(chan struct{})
-	s.leaderStop = stop
-	s.leaderWG.Add(1)
-	go func() {
-		defer s.leaderWG.Done()
-		s.leaderLoop(stop)
-	}()
+	s.leader.start(s.leaderLoop)
 	return nil
 }
 
 // Revoke stops the leader's work and waits for it.
-func (s *security) Revoke() {
-	s.mu.Lock()
-	stop := s.leaderStop
-	s.leaderStop = nil
-	s.mu.Unlock()
-	if stop != nil {
-		close(stop)
-	}
-	s.leaderWG.Wait()
-}
+func (s *security) Revoke() { s.leader.stop() }
 
 func (s *security) leaderLoop(stop chan struct{}) {
 	retry := time.NewTimer(0)
