@@ -2,7 +2,6 @@ package test
 
 import (
 	"context"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -137,14 +136,5 @@ func TestCARotationWithJoinedNode(t *testing.T) {
 	if data, _ := os.ReadFile(filepath.Join(cfg.DataDir, "tls", "ca.pem")); string(data) != string(next.CertPEM) {
 		t.Fatal("the joined node's DATA_DIR/tls/ca.pem is not the new CA alone")
 	}
-	hc := client(t)
-	retry.Run(t, func(r *retry.R) {
-		resp, err := hc.Get("http://" + c.Nodes[0].HTTPAddr() + "/after-rotation")
-		r.Check(err)
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if got := resp.Header.Get(transport.HeaderNode); got != "joined" {
-			r.Fatalf("served by %q, want joined", got)
-		}
-	})
+	retry.Run(t, servedBy(client(t), "http://"+c.Nodes[0].HTTPAddr()+"/after-rotation", "joined"))
 }

@@ -218,7 +218,6 @@ func TestJoinWithToken(t *testing.T) {
 		t.Fatalf("node key: %v %v", st, err)
 	}
 	certPEM, _ := os.ReadFile(filepath.Join(cfg.DataDir, "tls", "node.pem"))
-	caPEM, _ := os.ReadFile(caFile)
 	if !bytes.Contains(certPEM, []byte("CERTIFICATE")) {
 		t.Fatal("no certificate written")
 	}
@@ -242,18 +241,7 @@ func TestJoinWithToken(t *testing.T) {
 			r.Fatalf("raft voters %v, non-voters %v; want joiner a non-voter", st.Voters, st.Nonvoters)
 		}
 	})
-	hc := client(t)
-	retry.Run(t, func(r *retry.R) {
-		resp, err := hc.Get("http://" + c.Nodes[2].HTTPAddr() + "/forwarded")
-		r.Check(err)
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if got := resp.Header.Get(transport.HeaderNode); got != "joiner" {
-			r.Fatalf("served by %q, want joiner", got)
-		}
-	})
-	_ = j
-	_ = caPEM
+	retry.Run(t, servedBy(client(t), "http://"+c.Nodes[2].HTTPAddr()+"/forwarded", "joiner"))
 
 	// The token was single-use: a second node is refused, and nothing is
 	// signed for it.
@@ -372,16 +360,7 @@ func TestJoinedNodeRenewsItsCertificate(t *testing.T) {
 
 	// Traffic through the leader keeps reaching the renewer while its
 	// certificate is replaced.
-	hc := client(t)
-	served := func(r *retry.R) {
-		resp, err := hc.Get("http://" + c.Nodes[2].HTTPAddr() + "/r")
-		r.Check(err)
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if got := resp.Header.Get(transport.HeaderNode); got != "renewer" {
-			r.Fatalf("served by %q", got)
-		}
-	}
+	served := servedBy(client(t), "http://"+c.Nodes[2].HTTPAddr()+"/r", "renewer")
 	retry.Run(t, served)
 
 	// The certificate lives 2m (backdated 30s): it renews itself once less
@@ -631,14 +610,19 @@ func TestJoinedNodeTakesTheTrustBundleOnReload(t *testing.T) {
 		t.Fatal("the trust bundle was not written to DATA_DIR/tls/ca.pem")
 	}
 	// It keeps serving through the mesh.
-	hc := client(t)
-	retry.Run(t, func(r *retry.R) {
-		resp, err := hc.Get("http://" + c.Nodes[2].HTTPAddr() + "/b")
+	retry.Run(t, servedBy(client(t), "http://"+c.Nodes[2].HTTPAddr()+"/b", "rotating"))
+}
+
+// servedBy checks that a GET of url is answered by the node called want
+// (X-Loadmesh-Node), for retry.Run.
+func servedBy(hc *http.Client, url, want string) func(r *retry.R) {
+	return func(r *retry.R) {
+		resp, err := hc.Get(url)
 		r.Check(err)
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		if got := resp.Header.Get(transport.HeaderNode); got != "rotating" {
-			r.Fatalf("served by %q", got)
+		if got := resp.Header.Get(transport.HeaderNode); got != want {
+			r.Fatalf("served by %q, want %s", got, want)
 		}
-	})
+	}
 }
